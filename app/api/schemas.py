@@ -1,0 +1,127 @@
+"""Request, response and event schemas; they are also the OpenAPI documentation."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# C0 controls other than tab/newline/carriage return, DEL, and UTF-16 surrogates: none of
+# them belong in a query, and a lone surrogate cannot even be encoded for the response.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+class FitCheckRequest(BaseModel):
+    """What the employer asks. The same model validates the POST body and the GET query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(
+        description="A company name or a job description (1-2,000 characters after trimming).",
+        examples=["Senior Python engineer, FastAPI, Kubernetes"],
+    )
+    session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = Field(
+        None, description="Optional client-chosen id; the server makes a UUID4 when absent."
+    )
+    include_thoughts: bool = Field(True, description="Stream `thought` events as well.")
+
+    @field_validator("query")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if _FORBIDDEN.search(value):
+            raise ValueError("query must not contain control characters or lone surrogates")
+        return value
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `query`.")
+    rule: str = Field(description="The rule it broke, e.g. `string_too_long`.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer of the API has this shape."""
+
+    code: str = Field(description="INVALID_QUERY, RATE_LIMITED, PAYLOAD_TOO_LARGE, NOT_FOUND...")
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: Literal["fit-check"] = "fit-check"
+    agent_ready: bool
+    active_sessions: int
+    circuit_breakers: dict[str, Literal["closed", "open", "half_open"]]
+    timestamp: float
+
+
+class LivenessResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+# --- SSE event payloads (documentation of the stream; each is `data:` of one event) ------
+class SessionEvent(BaseModel):
+    session_id: str
+    trace_id: str | None = Field(description="Paste into Jaeger to see this request's trace.")
+
+
+class PhaseEvent(BaseModel):
+    phase: Literal[
+        "connecting", "deep_research", "skeptical_comparison", "skills_matching", "generate_results"
+    ]
+    message: str
+
+
+class ThoughtEvent(BaseModel):
+    step: int
+    type: Literal["reasoning", "tool_call", "observation"]
+    content: str
+    tool: str | None = None
+    input: str | None = None
+
+
+class PhaseCompleteEvent(BaseModel):
+    phase: str
+    summary: str
+    data: dict[str, Any]
+    duration_ms: int
+
+
+class ResponseEvent(BaseModel):
+    chunk: str
+
+
+class CompleteEvent(BaseModel):
+    duration_ms: int
+    session_id: str
+    trace_id: str | None
+
+
+class ErrorEvent(BaseModel):
+    code: Literal[
+        "INVALID_QUERY", "RATE_LIMITED", "AGENT_ERROR", "SEARCH_ERROR", "LLM_ERROR", "TIMEOUT"
+    ]
+    message: str
+
+
+SSE_DESCRIPTION = """A `text/event-stream`. Each event is `event: <type>` and `data: <json>`:
+`session` first, then per phase `phase` ... `phase_complete`, `thought` events (when
+`include_thoughts`), `response` chunks of the report, and exactly one terminal event:
+`complete` or `error`. Comment lines (`: ping`) keep idle connections alive. The payload
+schemas are in the components section: SessionEvent, PhaseEvent, ThoughtEvent,
+PhaseCompleteEvent, ResponseEvent, CompleteEvent, ErrorEvent."""
+
+SSE_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "session": SessionEvent,
+    "phase": PhaseEvent,
+    "thought": ThoughtEvent,
+    "phase_complete": PhaseCompleteEvent,
+    "response": ResponseEvent,
+    "complete": CompleteEvent,
+    "error": ErrorEvent,
+}

@@ -1,0 +1,48 @@
+"""Composition root: the one module that knows both the service and the telemetry wiring.
+
+``uvicorn app.asgi:build --factory`` (what ``fit-check serve`` runs) reads the settings
+from the environment, sets up logging and telemetry, and builds the app.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.config import Settings
+from app.main import create_app
+from app.providers.factory import Providers
+from otel.instrument import instrument_app
+from otel.logging import configure_logging
+from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+
+
+def telemetry_config(settings: Settings) -> TelemetryConfig:
+    return TelemetryConfig(
+        service_name=settings.otel_service_name,
+        service_version=__version__,
+        environment=settings.environment,
+        sdk_disabled=settings.otel_sdk_disabled,
+        otlp_protocol=settings.otlp_protocol,
+        otlp_endpoint=settings.otlp_endpoint,
+        otlp_traces_endpoint=settings.otlp_traces_endpoint,
+        otlp_metrics_endpoint=settings.otlp_metrics_endpoint,
+    )
+
+
+def build_app(
+    settings: Settings, runtime: TelemetryRuntime, providers: Providers | None = None
+) -> FastAPI:
+    """Wire an app to an already built telemetry runtime (tests pass in-memory ones)."""
+    app = create_app(
+        settings, runtime.telemetry, providers=providers, on_shutdown=[runtime.shutdown]
+    )
+    instrument_app(app, runtime.tracer_provider)
+    return app
+
+
+def build() -> FastAPI:
+    """The uvicorn factory: everything from the environment."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return build_app(settings, setup_telemetry(telemetry_config(settings)))

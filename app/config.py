@@ -1,0 +1,111 @@
+"""The one typed settings object of the service.
+
+Every knob is an environment variable (see the README's configuration table). The
+standard ``OTEL_*`` variables are read here too, so the composition root can hand
+the telemetry layer plain values; the exporters still read their own fine-grained
+``OTEL_EXPORTER_OTLP_*`` variables (headers, timeout, protocol) themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ProviderName = Literal["offline", "openai", "google"]
+
+
+class Settings(BaseSettings):
+    """Service configuration, read from the environment (and an optional ``.env``)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- server -------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias="HOST")
+    port: int = Field(8000, ge=0, le=65535, validation_alias="PORT")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3003"], validation_alias="ALLOWED_ORIGINS"
+    )
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+
+    # --- providers ----------------------------------------------------------
+    search_provider: Literal["offline", "google"] = Field(
+        "offline", validation_alias="FIT_CHECK_SEARCH_PROVIDER"
+    )
+    llm_provider: Literal["offline", "openai"] = Field(
+        "offline", validation_alias="FIT_CHECK_LLM_PROVIDER"
+    )
+    profile_path: Path | None = Field(None, validation_alias="FIT_CHECK_PROFILE")
+    llm_model: str = Field("gpt-4o-mini", validation_alias="FIT_CHECK_LLM_MODEL")
+    openai_base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
+    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY", repr=False)
+    google_search_url: str = Field(
+        "https://www.googleapis.com/customsearch/v1", validation_alias="GOOGLE_SEARCH_URL"
+    )
+    google_api_key: str | None = Field(None, validation_alias="GOOGLE_API_KEY", repr=False)
+    google_cse_id: str | None = Field(None, validation_alias="GOOGLE_CSE_ID")
+    search_queries: int = Field(3, ge=1, le=10, validation_alias="FIT_CHECK_SEARCH_QUERIES")
+
+    # --- demo and test knobs --------------------------------------------------
+    latency_ms: int = Field(0, ge=0, le=60_000, validation_alias="FIT_CHECK_LATENCY_MS")
+    fault_rate_llm: float = Field(0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_LLM")
+    fault_rate_search: float = Field(
+        0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_SEARCH"
+    )
+    fault_seed: int | None = Field(None, validation_alias="FIT_CHECK_FAULT_SEED")
+
+    # --- resilience -----------------------------------------------------------
+    request_timeout_s: float = Field(120.0, gt=0, validation_alias="FIT_CHECK_REQUEST_TIMEOUT_S")
+    provider_timeout_s: float = Field(30.0, gt=0, validation_alias="FIT_CHECK_PROVIDER_TIMEOUT_S")
+    breaker_failure_threshold: int = Field(
+        5, ge=1, validation_alias="FIT_CHECK_BREAKER_FAILURE_THRESHOLD"
+    )
+    breaker_reset_timeout_s: float = Field(
+        30.0, gt=0, validation_alias="FIT_CHECK_BREAKER_RESET_TIMEOUT_S"
+    )
+    max_concurrent_sessions: int = Field(
+        100, ge=1, validation_alias="FIT_CHECK_MAX_CONCURRENT_SESSIONS"
+    )
+    max_body_bytes: int = Field(16_384, ge=1024, validation_alias="FIT_CHECK_MAX_BODY_BYTES")
+    sse_ping_s: float = Field(15.0, gt=0, validation_alias="FIT_CHECK_SSE_PING_S")
+
+    # --- telemetry --------------------------------------------------------------
+    environment: str = Field("local", validation_alias="FIT_CHECK_ENVIRONMENT")
+    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
+    otel_service_name: str = Field("fit-check", validation_alias="OTEL_SERVICE_NAME")
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otlp_metrics_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    trust_incoming_trace: bool = Field(False, validation_alias="FIT_CHECK_TRUST_TRACEPARENT")
+    capture_content: bool = Field(False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept the comma-separated form used in env files and compose."""
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

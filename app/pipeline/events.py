@@ -1,0 +1,60 @@
+"""The SSE events of a fit-check stream: names, payloads and their wire form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sse_starlette import ServerSentEvent
+
+
+class Phase(StrEnum):
+    """The five phases, in order. A closed set: the values are metric label values."""
+
+    CONNECTING = "connecting"
+    DEEP_RESEARCH = "deep_research"
+    SKEPTICAL_COMPARISON = "skeptical_comparison"
+    SKILLS_MATCHING = "skills_matching"
+    GENERATE_RESULTS = "generate_results"
+
+
+PHASES: tuple[str, ...] = tuple(p.value for p in Phase)
+
+
+class ErrorCode(StrEnum):
+    INVALID_QUERY = "INVALID_QUERY"
+    RATE_LIMITED = "RATE_LIMITED"
+    AGENT_ERROR = "AGENT_ERROR"
+    SEARCH_ERROR = "SEARCH_ERROR"
+    LLM_ERROR = "LLM_ERROR"
+    TIMEOUT = "TIMEOUT"
+
+
+TERMINAL_EVENTS = frozenset({"complete", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One SSE event: ``event: <type>`` and ``data: <json>``."""
+
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+    def to_sse(self) -> ServerSentEvent:
+        # json.dumps escapes newlines, so a payload can never end the SSE frame early.
+        return ServerSentEvent(data=json.dumps(self.data, ensure_ascii=False), event=self.type)
+
+
+class PipelineError(Exception):
+    """A failure the client is told about with an ``error`` event of this code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,188 @@
+"""The five-phase fit-check pipeline: research, compare, match, report.
+
+It only computes and emits events; how they reach the client, and what happens on
+timeouts or disconnects, is the session's business (``app.pipeline.session``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.pipeline.analysis import (
+    Profile,
+    SkillVocabulary,
+    extract_requirements,
+    fit_label,
+    match_skills,
+    overall_score,
+)
+from app.pipeline.events import Event, Phase
+from app.pipeline.gateway import ProviderGateway
+from app.providers.base import LLMRequest, Message
+from otel.facade import Telemetry
+
+Emit = Callable[[Event], None]
+
+SYSTEM_PROMPT = (
+    "You assess whether a software engineer fits an employer. Be specific and skeptical: "
+    "claim only what the evidence supports. Use the JSON facts you are given."
+)
+_JOB_WORDS = {"engineer", "developer", "experience", "requirements", "role", "years", "team"}
+
+
+@dataclass(slots=True)
+class PhaseResult:
+    summary: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class _Run:
+    """Emits the events of one run; drops thoughts when the client did not ask for them."""
+
+    def __init__(self, emit: Emit, include_thoughts: bool, telemetry: Telemetry) -> None:
+        self.emit = emit
+        self._include_thoughts = include_thoughts
+        self._telemetry = telemetry
+        self._step = 0
+
+    def thought(self, kind: str, content: str, **extra: Any) -> None:
+        if not self._include_thoughts:
+            return
+        self._step += 1
+        self.emit(Event("thought", {"step": self._step, "type": kind, "content": content, **extra}))
+
+    @contextmanager
+    def phase(self, phase: Phase, message: str) -> Iterator[PhaseResult]:
+        with self._telemetry.phase(phase.value) as scope:
+            self.emit(Event("phase", {"phase": phase.value, "message": message}))
+            result = PhaseResult()
+            yield result
+            self.emit(
+                Event(
+                    "phase_complete",
+                    {
+                        "phase": phase.value,
+                        "summary": result.summary,
+                        "data": result.data,
+                        "duration_ms": scope.elapsed_ms(),
+                    },
+                )
+            )
+
+
+class FitCheckPipeline:
+    """Runs the phases in order; provider failures surface as PipelineError."""
+
+    def __init__(
+        self,
+        *,
+        gateway: ProviderGateway,
+        profile: Profile,
+        telemetry: Telemetry,
+        search_queries: int = 3,
+        results_per_query: int = 5,
+    ) -> None:
+        self._gateway = gateway
+        self._profile = profile
+        self._vocabulary = SkillVocabulary.for_profile(profile)
+        self._telemetry = telemetry
+        self._search_queries = search_queries
+        self._results_per_query = results_per_query
+
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
+        run = _Run(emit, include_thoughts, self._telemetry)
+        profile = self._profile
+
+        with run.phase(Phase.CONNECTING, "Reading the query") as result:
+            kind = self._query_kind(query)
+            run.thought("reasoning", f"The query reads as a {kind.replace('_', ' ')}.")
+            result.summary = f"Evaluating {profile.name} against a {kind.replace('_', ' ')}"
+            result.data = {"query_kind": kind, "engineer": profile.name}
+
+        with run.phase(Phase.DEEP_RESEARCH, "Researching the employer") as result:
+            queries = self._research_queries(query)
+            for q in queries:
+                run.thought("tool_call", "Searching", tool="search", input=q)
+            research = await self._gateway.search(queries, limit=self._results_per_query)
+            requirements = extract_requirements(query, research, self._vocabulary)
+            run.thought(
+                "observation", f"{len(research)} sources, {len(requirements)} requirements found."
+            )
+            result.summary = f"{len(research)} sources, {len(requirements)} requirements"
+            result.data = {
+                "sources": [{"title": r.title, "url": r.url} for r in research],
+                "requirements": [{"skill": r.skill, "source": r.source} for r in requirements],
+            }
+
+        matches = match_skills(requirements, profile)
+        facts = {
+            "query": query,
+            "engineer": profile.name,
+            "sources": len(research),
+            "matches": [m.as_dict() for m in matches],
+        }
+
+        with run.phase(Phase.SKEPTICAL_COMPARISON, "Comparing skeptically") as result:
+            text = await self._gateway.complete(self._request("skeptical_comparison", facts))
+            run.thought("reasoning", text)
+            gaps = [m.skill for m in matches if m.verdict == "gap"]
+            result.summary = text.split(". ")[0][:200]
+            result.data = {
+                "strong": sum(m.verdict == "strong" for m in matches),
+                "partial": sum(m.verdict == "partial" for m in matches),
+                "gaps": gaps,
+            }
+
+        score = overall_score(matches)
+        facts.update(score=score, label=fit_label(score))
+
+        with run.phase(Phase.SKILLS_MATCHING, "Matching skills") as result:
+            text = await self._gateway.complete(self._request("skills_matching", facts))
+            run.thought("reasoning", text)
+            result.summary = f"Fit score {score}/100 over {len(matches)} skills"
+            result.data = {"score": score, "matches": facts["matches"]}
+
+        with run.phase(Phase.GENERATE_RESULTS, "Writing the report") as result:
+            report = await self._gateway.complete(
+                self._request("generate_results", facts, max_tokens=1200),
+                on_chunk=lambda chunk: emit(Event("response", {"chunk": chunk})),
+            )
+            result.summary = f"{fit_label(score).capitalize()} ({score}/100)"
+            result.data = {"score": score, "label": fit_label(score), "characters": len(report)}
+
+    @staticmethod
+    def _query_kind(query: str) -> str:
+        words = query.lower().split()
+        if len(words) > 6 or _JOB_WORDS & set(words):
+            return "job_description"
+        return "company"
+
+    def _research_queries(self, query: str) -> list[str]:
+        base = query if len(query) <= 200 else query[:200]
+        candidates = [
+            base,
+            f"{base} engineering tech stack",
+            f"{base} hiring requirements",
+            f"{base} engineering culture",
+            f"{base} team",
+        ]
+        return candidates[: self._search_queries]
+
+    def _request(self, task: str, facts: dict[str, Any], max_tokens: int = 800) -> LLMRequest:
+        prompts = {
+            "skeptical_comparison": "Compare the requirements with the engineer's evidence. "
+            "Name the gaps first.",
+            "skills_matching": "Assess each matched skill in one line.",
+            "generate_results": "Write a short markdown fit report with strengths and gaps.",
+        }
+        user = f"{prompts[task]}\n\nFacts:\n{json.dumps(facts, ensure_ascii=False)}"
+        return LLMRequest(
+            task=task,
+            context=facts,
+            max_tokens=max_tokens,
+            messages=(Message("system", SYSTEM_PROMPT), Message("user", user)),
+        )

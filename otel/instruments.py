@@ -1,0 +1,163 @@
+"""Every instrument of the service, with the names, labels and buckets the spec fixes.
+
+OTel names use dots and a unit; the Prometheus exporters (the service's own reader and
+the collector's) turn ``fit_check.request.duration`` + ``s`` into
+``fit_check_request_duration_seconds`` and add ``_total`` to counters, so both paths
+expose the spec's names. ``session_id`` is never an attribute here.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Mapping
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+REQUEST_STATUSES = ("success", "error", "timeout", "cancelled")
+PHASE_STATUSES = ("success", "error")
+CALL_STATUSES = ("success", "error")
+
+REQUEST_DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)
+PHASE_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60)
+LLM_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30)
+FIRST_EVENT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+SEARCH_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+# From the OpenTelemetry GenAI semantic conventions.
+GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+
+
+class Instruments:
+    """Creates the instruments once per meter; the facade records through them."""
+
+    def __init__(self, meter: Meter, *, service_version: str) -> None:
+        self.requests = meter.create_counter(
+            "fit_check.requests", description="Fit check requests by outcome"
+        )
+        self.request_duration = meter.create_histogram(
+            "fit_check.request.duration",
+            unit="s",
+            description="Time from request start to the end of its stream",
+            explicit_bucket_boundaries_advisory=REQUEST_DURATION_BUCKETS,
+        )
+        self.first_event = meter.create_histogram(
+            "fit_check.time_to_first_event",
+            unit="s",
+            description="Time from request start until the client got its first phase event",
+            explicit_bucket_boundaries_advisory=FIRST_EVENT_BUCKETS,
+        )
+        self.phase_completions = meter.create_counter(
+            "fit_check.phase.completions", description="Pipeline phases finished, by outcome"
+        )
+        self.phase_duration = meter.create_histogram(
+            "fit_check.phase.duration",
+            unit="s",
+            description="Time spent in each pipeline phase",
+            explicit_bucket_boundaries_advisory=PHASE_DURATION_BUCKETS,
+        )
+        self.llm_calls = meter.create_counter(
+            "fit_check.llm.calls", description="LLM calls by model and outcome"
+        )
+        self.llm_latency = meter.create_histogram(
+            "fit_check.llm.latency",
+            unit="s",
+            description="LLM call latency, whole stream",
+            explicit_bucket_boundaries_advisory=LLM_LATENCY_BUCKETS,
+        )
+        self.search_calls = meter.create_counter(
+            "fit_check.search.calls", description="Search provider calls by provider and outcome"
+        )
+        self.search_latency = meter.create_histogram(
+            "fit_check.search.latency",
+            unit="s",
+            description="Search provider call latency",
+            explicit_bucket_boundaries_advisory=SEARCH_LATENCY_BUCKETS,
+        )
+        self.genai_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+        )
+        self.genai_tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per GenAI operation",
+            explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
+        )
+        build = {"version": service_version, "python_version": platform.python_version()}
+        meter.create_observable_gauge(
+            "fit_check_build_info",
+            description="Build information (value is always 1)",
+            callbacks=[lambda _options: [Observation(1, build)]],
+        )
+        self._meter = meter
+
+    def zero_fill(
+        self, *, phases: Iterable[str], llm_models: Iterable[str], search_providers: Iterable[str]
+    ) -> None:
+        """Create every combination of the closed label sets at 0, so ratios have data early."""
+        for status in REQUEST_STATUSES:
+            self.requests.add(0, {"status": status})
+        for phase in phases:
+            for status in PHASE_STATUSES:
+                self.phase_completions.add(0, {"phase": phase, "status": status})
+        for status in CALL_STATUSES:
+            for model in llm_models:
+                self.llm_calls.add(0, {"model": model, "status": status})
+            for provider in search_providers:
+                self.search_calls.add(0, {"provider": provider, "status": status})
+
+    def observe_state(
+        self, *, active_sessions: Callable[[], int], breaker_states: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Gauges read the service's own state at collection time, never a copy of it."""
+
+        def sessions(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(active_sessions())]
+
+        def breakers(_options: CallbackOptions) -> list[Observation]:
+            return [
+                Observation(value, {"service": name}) for name, value in breaker_states().items()
+            ]
+
+        self._meter.create_observable_gauge(
+            "fit_check_active_sessions",
+            description="Fit check sessions streaming right now",
+            callbacks=[sessions],
+        )
+        self._meter.create_observable_gauge(
+            "fit_check_circuit_breaker_state",
+            description="Circuit breaker state (0=closed, 1=open, 2=half_open)",
+            callbacks=[breakers],
+        )

@@ -1,0 +1,90 @@
+"""Logging: JSON lines (python-json-logger) or readable text, both carrying trace context.
+
+Every record passes a filter that stamps the current ``trace_id``, ``span_id`` and
+``session_id``, so any line written during a request can be joined to its trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Literal
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+from otel.context import current_session_id
+
+_CONTEXT_FIELDS = ("trace_id", "span_id", "session_id")
+_NOISY_LOGGERS = ("httpx", "httpcore")
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds trace ids and the session id of the current context to each record.
+
+    Fields a caller passes in ``extra`` under these names are overwritten: a log line's trace
+    context is a fact of where it was written, never something input can choose.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = None
+        record.session_id = current_session_id()
+        return True
+
+
+class _ContextJsonFormatter(JsonFormatter):
+    """Drops the context fields that are empty outside a request instead of writing nulls."""
+
+    def process_log_record(self, log_data: dict) -> dict:  # type: ignore[type-arg]
+        for field in _CONTEXT_FIELDS:
+            if log_data.get(field) is None:
+                log_data.pop(field, None)
+        return log_data
+
+
+def json_formatter() -> logging.Formatter:
+    return _ContextJsonFormatter(
+        ["levelname", "name", "message", "module", "funcName", "lineno", *_CONTEXT_FIELDS],
+        rename_fields={
+            "levelname": "level",
+            "name": "logger",
+            "funcName": "function",
+            "lineno": "line",
+            "exc_info": "exception",
+        },
+        timestamp=True,
+    )
+
+
+def text_formatter() -> logging.Formatter:
+    return logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s [trace=%(trace_id)s session=%(session_id)s] "
+        "%(message)s"
+    )
+
+
+def configure_logging(
+    *, level: str, fmt: Literal["text", "json"], stream: IO[str] | None = None
+) -> logging.Handler:
+    """Route the root logger, and uvicorn's, through one handler; returns that handler."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(json_formatter() if fmt == "json" else text_formatter())
+    handler.addFilter(TraceContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return handler

@@ -1,0 +1,154 @@
+"""One entry point that builds tracing, metrics and logging; one bounded shutdown.
+
+Nothing here touches the global providers: each call builds its own, so an app factory can
+be called many times in one process (tests do) and each app exports only its own data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from otel.exporters import otlp_metric_exporter, otlp_span_exporter
+from otel.facade import Telemetry
+from otel.resource import build_resource
+from otel.spans import SessionIdSpanProcessor
+
+log = logging.getLogger("fit_check.telemetry")
+SCOPE = "fit_check"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """Plain values the composition root takes from the service's settings."""
+
+    service_name: str = "fit-check"
+    service_version: str = "0.0.0"
+    environment: str = "local"
+    sdk_disabled: bool = False
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    otlp_endpoint: str | None = None
+    otlp_traces_endpoint: str | None = None
+    otlp_metrics_endpoint: str | None = None
+    shutdown_timeout_s: float = 3.0
+
+
+@dataclass(slots=True)
+class TelemetryRuntime:
+    """The facade plus the SDK objects that must be flushed and shut down."""
+
+    telemetry: Telemetry
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    shutdown_timeout_s: float = 3.0
+    _closed: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> bool:
+        """Flush and stop within ``shutdown_timeout_s``; True if everything finished in time.
+
+        The OTLP exporters retry for up to their own timeout and ``force_flush`` ignores its
+        argument, so the work runs on a daemon thread that we stop waiting for.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        if not providers:
+            return True
+
+        def stop() -> None:
+            for provider in providers:
+                try:
+                    provider.shutdown()
+                except Exception:  # telemetry must never take the process down
+                    log.warning("Telemetry shutdown failed", exc_info=True)
+
+        worker = threading.Thread(target=stop, name="otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(self.shutdown_timeout_s)
+        if worker.is_alive():
+            log.warning(
+                "Telemetry shutdown gave up after %.1fs; unsent data dropped",
+                self.shutdown_timeout_s,
+            )
+            return False
+        return True
+
+
+def setup_telemetry(
+    config: TelemetryConfig,
+    *,
+    extra_span_processors: Sequence[SpanProcessor] = (),
+    extra_metric_readers: Sequence[MetricReader] = (),
+) -> TelemetryRuntime:
+    """Build providers, readers and exporters for one app.
+
+    ``extra_*`` let tests attach in-memory exporters and readers to the real wiring.
+    """
+    if config.sdk_disabled:
+        return TelemetryRuntime(
+            telemetry=Telemetry(
+                tracer=trace.NoOpTracer(),
+                meter=metrics.NoOpMeter(SCOPE),
+                service_version=config.service_version,
+            )
+        )
+
+    resource = build_resource(
+        service_name=config.service_name,
+        service_version=config.service_version,
+        environment=config.environment,
+    )
+
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(SessionIdSpanProcessor())
+    for processor in extra_span_processors:
+        tracer_provider.add_span_processor(processor)
+    span_exporter = otlp_span_exporter(
+        config.otlp_protocol, config.otlp_endpoint, config.otlp_traces_endpoint
+    )
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+
+    registry = CollectorRegistry(auto_describe=True)
+    readers: list[MetricReader] = [
+        PrometheusMetricReader(scope_info_enabled=False, registry=registry),
+        *extra_metric_readers,
+    ]
+    metric_exporter = otlp_metric_exporter(
+        config.otlp_protocol, config.otlp_endpoint, config.otlp_metrics_endpoint
+    )
+    if metric_exporter is not None:
+        readers.append(PeriodicExportingMetricReader(metric_exporter))
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False
+    )
+
+    def render(accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(registry), content_type
+
+    telemetry = Telemetry(
+        tracer=tracer_provider.get_tracer(SCOPE, config.service_version),
+        meter=meter_provider.get_meter(SCOPE, config.service_version),
+        service_version=config.service_version,
+        render_metrics=render,
+    )
+    return TelemetryRuntime(
+        telemetry=telemetry,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        shutdown_timeout_s=config.shutdown_timeout_s,
+    )

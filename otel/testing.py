@@ -1,0 +1,53 @@
+"""In-memory telemetry for tests: the real wiring plus an exporter and a reader to look at."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+
+
+@dataclass(slots=True)
+class CapturedTelemetry:
+    runtime: TelemetryRuntime
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+
+    def finished_spans(self) -> tuple[ReadableSpan, ...]:
+        return tuple(self.spans.get_finished_spans())
+
+    def metric_points(self) -> Iterator[tuple[Metric, object]]:
+        """Every (metric, data point) collected right now."""
+        data = self.metrics.get_metrics_data()
+        if data is None:
+            return
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    for point in metric.data.data_points:
+                        yield metric, point
+
+    def value(self, name: str, **attributes: str) -> float:
+        """Sum (or gauge value, or histogram count) of ``name`` at exactly these attributes."""
+        total = 0.0
+        for metric, point in self.metric_points():
+            if metric.name == name and dict(point.attributes or {}) == attributes:
+                total += getattr(point, "value", None) or getattr(point, "count", 0)
+        return total
+
+
+def captured_telemetry(config: TelemetryConfig | None = None) -> CapturedTelemetry:
+    spans = InMemorySpanExporter()
+    reader = InMemoryMetricReader()
+    runtime = setup_telemetry(
+        config or TelemetryConfig(),
+        extra_span_processors=[SimpleSpanProcessor(spans)],
+        extra_metric_readers=[reader],
+    )
+    return CapturedTelemetry(runtime=runtime, spans=spans, metrics=reader)

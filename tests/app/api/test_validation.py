@@ -1,0 +1,125 @@
+"""Bad input: a 4xx with a JSON body naming the field and the rule, and nothing leaked."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+STREAM = "/api/fit-check/stream"
+
+
+def only_error(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"code", "message", "errors"}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({}, "query", "missing"),
+        ({"query": ""}, "query", "string_too_short"),
+        ({"query": "   \n\t "}, "query", "string_too_short"),
+        ({"query": "x" * 2001}, "query", "string_too_long"),
+        ({"query": 42}, "query", "string_type"),
+        ({"query": ["a"]}, "query", "string_type"),
+        ({"query": "ok", "include_thoughts": "maybe"}, "include_thoughts", "bool_parsing"),
+        ({"query": "ok", "extra": 1}, "extra", "extra_forbidden"),
+        ({"query": "nul\x00byte"}, "query", "value_error"),
+        ({"query": "bell\x07"}, "query", "value_error"),
+        ({"query": "ok", "session_id": "a\nb"}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": "abc\n"}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": 'a"b'}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": "x" * 129}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": "x" * 10_000}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": "tab\there"}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": ""}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": 7}, "session_id", "string_type"),
+    ],
+)
+async def test_invalid_bodies_get_422_naming_field_and_rule(
+    harness, client: httpx.AsyncClient, body: dict, field: str, rule: str
+) -> None:
+    response = await client.post(STREAM, json=body)
+    assert response.status_code == 422
+    error = only_error(response)
+    assert error["code"] == "INVALID_QUERY"
+    assert {"field": field, "rule": rule} in [
+        {"field": e["field"], "rule": e["rule"]} for e in error["errors"]
+    ]
+    assert harness.service.slots.active == 0
+
+
+async def test_lone_surrogate_is_rejected(client: httpx.AsyncClient) -> None:
+    raw = b'{"query": "half \\ud800 a pair"}'
+    response = await client.post(STREAM, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert only_error(response)["errors"][0]["field"] == "query"
+
+
+async def test_rtl_marks_and_emoji_are_fine(client: httpx.AsyncClient) -> None:
+    response = await client.post(STREAM, json={"query": "\u202ePython\u200f engineer \U0001f40d"})
+    assert response.status_code == 200
+    assert "event: complete" in response.text
+
+
+@pytest.mark.parametrize("raw", [b"not json", b'{"query": ', b"[]", b"null", b'"query"'])
+async def test_bodies_that_are_not_a_json_object_get_422(
+    client: httpx.AsyncClient, raw: bytes
+) -> None:
+    response = await client.post(STREAM, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert only_error(response)["code"] == "INVALID_QUERY"
+
+
+async def test_get_variant_validates_the_same_rules(client: httpx.AsyncClient) -> None:
+    response = await client.get(STREAM, params={"query": "ok", "session_id": "bad id"})
+    assert response.status_code == 422
+    assert only_error(response)["errors"][0]["field"] == "session_id"
+    response = await client.get(STREAM)
+    assert response.status_code == 422
+    assert only_error(response)["errors"][0] == {
+        "field": "query",
+        "rule": "missing",
+        "message": "Field required",
+    }
+
+
+async def test_error_bodies_do_not_echo_the_input(client: httpx.AsyncClient) -> None:
+    marker = "ECHO-ME-" + "y" * 2000
+    response = await client.post(STREAM, json={"query": marker})
+    assert response.status_code == 422
+    assert "ECHO-ME" not in response.text
+
+
+async def test_body_over_the_cap_gets_413_before_reading_it(harness_factory) -> None:
+    harness = harness_factory(max_body_bytes=2048)
+    transport = httpx.ASGITransport(app=harness.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post(
+            STREAM,
+            content=b'{"query": "' + b"x" * 5000 + b'"}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert only_error(response)["code"] == "PAYLOAD_TOO_LARGE"
+
+        async def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"query": "'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"}'
+
+        response = await client.post(
+            STREAM, content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
+        ok = await client.post(STREAM, json={"query": "Python"})
+        assert ok.status_code == 200
+
+
+async def test_unknown_paths_and_methods_are_json_4xx(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nope")
+    assert missing.status_code == 404 and only_error(missing)["code"] == "NOT_FOUND"
+    wrong = await client.put(STREAM, json={"query": "x"})
+    assert wrong.status_code == 405 and only_error(wrong)["code"] == "METHOD_NOT_ALLOWED"

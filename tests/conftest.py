@@ -1,0 +1,116 @@
+"""Fixtures: an app per test with in-memory telemetry, and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from app.asgi import build_app
+from app.config import Settings
+from app.providers.factory import Providers
+from otel.testing import CapturedTelemetry, captured_telemetry
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for a test: defaults plus overrides, ignoring any .env file."""
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    telemetry: CapturedTelemetry
+    settings: Settings
+
+    @property
+    def service(self) -> Any:
+        return self.app.state.service
+
+
+@pytest.fixture
+def harness_factory() -> Callable[..., Harness]:
+    def factory(providers: Providers | None = None, **overrides: Any) -> Harness:
+        settings = make_settings(**overrides)
+        captured = captured_telemetry()
+        return Harness(
+            app=build_app(settings, captured.runtime, providers),
+            telemetry=captured,
+            settings=settings,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def harness(harness_factory: Callable[..., Harness]) -> Harness:
+    return harness_factory()
+
+
+@pytest.fixture
+async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=harness.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+class LiveServer:
+    """uvicorn serving an app on 127.0.0.1 in the test's own event loop."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> LiveServer:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        assert self._task is not None
+        await asyncio.wait_for(self._task, 10)
+
+
+@pytest.fixture
+def live_server() -> Callable[[FastAPI], LiveServer]:
+    return LiveServer
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of an SSE body; comment lines are skipped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll a condition instead of sleeping a guessed amount."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,119 @@
+"""Spans of one stream, read from the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import httpx
+from opentelemetry.trace import SpanKind, StatusCode
+
+from app.pipeline.events import PHASES
+from tests.conftest import parse_sse
+from tests.fakes import counting_providers
+
+STREAM = "/api/fit-check/stream"
+QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes", "session_id": "trace-me"}
+
+
+def by_name(spans, name):
+    return [s for s in spans if s.name == name]
+
+
+async def test_one_stream_makes_request_phase_and_provider_spans(harness, client) -> None:
+    response = await client.post(STREAM, json=QUERY)
+    events = parse_sse(response.text)
+    spans = harness.telemetry.finished_spans()
+
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert len(servers) == 1, [s.name for s in spans]
+    root = servers[0]
+    trace_id = format(root.context.trace_id, "032x")
+    assert events[0][1]["trace_id"] == trace_id
+    assert events[-1][1]["trace_id"] == trace_id
+    assert response.headers["traceresponse"].startswith(f"00-{trace_id}-")
+    assert root.attributes["session_id"] == "trace-me"
+    assert root.attributes["fit_check.outcome"] == "success"
+
+    phases = [s for s in spans if s.name.startswith("fit_check.phase ")]
+    assert [s.attributes["fit_check.phase"] for s in phases] == list(PHASES)
+    assert all(s.parent.span_id == root.context.span_id for s in phases)
+
+    phase_ids = {s.attributes["fit_check.phase"]: s.context.span_id for s in phases}
+    searches = by_name(spans, "search offline")
+    assert len(searches) == 1
+    assert searches[0].parent.span_id == phase_ids["deep_research"]
+    assert searches[0].attributes["fit_check.search.query_count"] == 3
+    assert searches[0].attributes["fit_check.search.result_count"] > 0
+
+    llm_spans = by_name(spans, "chat offline-analyzer")
+    assert [s.parent.span_id for s in llm_spans] == [
+        phase_ids["skeptical_comparison"],
+        phase_ids["skills_matching"],
+        phase_ids["generate_results"],
+    ]
+    for span in llm_spans:
+        assert span.kind is SpanKind.CLIENT
+        assert span.attributes["gen_ai.operation.name"] == "chat"
+        assert span.attributes["gen_ai.provider.name"] == "offline"
+        assert span.attributes["gen_ai.request.model"] == "offline-analyzer"
+        assert span.attributes["gen_ai.response.model"] == "offline-analyzer"
+        assert span.attributes["gen_ai.usage.input_tokens"] > 0
+        assert span.attributes["gen_ai.usage.output_tokens"] > 0
+        assert not any("prompt" in key or "content" in key for key in span.attributes)
+
+    assert all(s.attributes.get("session_id") == "trace-me" for s in spans)
+    # No per-event spans: one server span, five phases, one search, three LLM calls.
+    assert len(spans) == 1 + 5 + 1 + 3
+
+
+async def test_health_and_metrics_are_not_traced(harness, client) -> None:
+    await client.get("/health")
+    await client.get("/api/fit-check/health")
+    await client.get("/metrics")
+    assert harness.telemetry.finished_spans() == ()
+
+
+async def test_failed_phase_has_error_status_and_exception(harness_factory) -> None:
+    providers, _, _ = counting_providers(search_fail=True)
+    h = harness_factory(providers=providers)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
+    ) as client:
+        await client.post(STREAM, json=QUERY)
+    spans = h.telemetry.finished_spans()
+    phase = by_name(spans, "fit_check.phase deep_research")[0]
+    assert phase.status.status_code is StatusCode.ERROR
+    assert any(e.name == "exception" for e in phase.events)
+    search = by_name(spans, "search offline")[0]
+    assert search.status.status_code is StatusCode.ERROR
+    root = next(s for s in spans if s.kind is SpanKind.SERVER)
+    assert root.attributes["fit_check.outcome"] == "error"
+    assert root.status.status_code is StatusCode.ERROR
+    assert not by_name(spans, "fit_check.phase skeptical_comparison")
+
+
+async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
+    providers, _, _ = counting_providers(search_fail=True)
+    h = harness_factory(providers=providers, breaker_failure_threshold=1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
+    ) as client:
+        await client.post(STREAM, json=QUERY)
+        h.telemetry.spans.clear()
+        await client.post(STREAM, json=QUERY)
+    phase = by_name(h.telemetry.finished_spans(), "fit_check.phase deep_research")[0]
+    rejected = [e for e in phase.events if e.name == "circuit_breaker.rejected"]
+    assert rejected and rejected[0].attributes["fit_check.dependency"] == "search"
+    assert not by_name(h.telemetry.finished_spans(), "search offline")
+
+
+async def test_timeout_marks_the_request_span(harness_factory) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=5)
+    h = harness_factory(providers=providers, request_timeout_s=0.2)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
+    ) as client:
+        await client.post(STREAM, json=QUERY)
+    spans = h.telemetry.finished_spans()
+    root = next(s for s in spans if s.kind is SpanKind.SERVER)
+    assert root.attributes["fit_check.outcome"] == "timeout"
+    cut = by_name(spans, "fit_check.phase skeptical_comparison")[0]
+    assert cut.status.status_code is StatusCode.ERROR
