@@ -28,7 +28,8 @@ def create_app(
     on_shutdown: Sequence[Callable[[], object]] = (),
 ) -> FastAPI:
     """Build the FastAPI app. Nothing global: call it as often as you like."""
-    service = FitCheckService.build(settings, telemetry, providers or build_providers(settings))
+    providers = providers or build_providers(settings, telemetry.instrument_http_client)
+    service = FitCheckService.build(settings, telemetry, providers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

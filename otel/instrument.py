@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import TracerProvider
 
@@ -25,4 +27,11 @@ def instrument_app(app: FastAPI, tracer_provider: TracerProvider | None) -> None
         meter_provider=NoOpMeterProvider(),
         excluded_urls=EXCLUDED_URLS,
         exclude_spans=["send", "receive"],
+    )
+
+
+def instrument_http_client(client: httpx.AsyncClient, tracer_provider: TracerProvider) -> None:
+    """Client spans for outbound calls, with ``traceparent`` injected into each request."""
+    HTTPXClientInstrumentor.instrument_client(
+        client, tracer_provider=tracer_provider, meter_provider=NoOpMeterProvider()
     )

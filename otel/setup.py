@@ -145,6 +145,7 @@ def setup_telemetry(
         meter=meter_provider.get_meter(SCOPE, config.service_version),
         service_version=config.service_version,
         render_metrics=render,
+        tracer_provider=tracer_provider,
     )
     return TelemetryRuntime(
         telemetry=telemetry,

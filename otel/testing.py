@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+
+
+class OpenSpanCounter(SpanProcessor):
+    """Counts spans started and not yet ended: a leak detector for cancellation paths."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        with self._lock:
+            self.open += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._lock:
+            self.open -= 1
 
 
 @dataclass(slots=True)
@@ -18,6 +36,7 @@ class CapturedTelemetry:
     runtime: TelemetryRuntime
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
+    open_spans: OpenSpanCounter
 
     def finished_spans(self) -> tuple[ReadableSpan, ...]:
         return tuple(self.spans.get_finished_spans())
@@ -45,9 +64,10 @@ class CapturedTelemetry:
 def captured_telemetry(config: TelemetryConfig | None = None) -> CapturedTelemetry:
     spans = InMemorySpanExporter()
     reader = InMemoryMetricReader()
+    counter = OpenSpanCounter()
     runtime = setup_telemetry(
         config or TelemetryConfig(),
-        extra_span_processors=[SimpleSpanProcessor(spans)],
+        extra_span_processors=[counter, SimpleSpanProcessor(spans)],
         extra_metric_readers=[reader],
     )
-    return CapturedTelemetry(runtime=runtime, spans=spans, metrics=reader)
+    return CapturedTelemetry(runtime=runtime, spans=spans, metrics=reader, open_spans=counter)

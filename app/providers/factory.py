@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import httpx
 
 from app.config import Settings
 from app.providers.base import LLMProvider, SearchProvider
@@ -22,7 +25,10 @@ class Providers:
         await self.llm.aclose()
 
 
-def build_providers(settings: Settings) -> Providers:
+def build_providers(
+    settings: Settings, on_http_client: Callable[[httpx.AsyncClient], None] = lambda _c: None
+) -> Providers:
+    """The configured providers; ``on_http_client`` sees every outbound HTTP client (tracing)."""
     search: SearchProvider
     llm: LLMProvider
     if settings.search_provider == "google":
@@ -43,6 +49,10 @@ def build_providers(settings: Settings) -> Providers:
         )
     else:
         llm = OfflineAnalyzer()
+    for provider in (search, llm):
+        client = getattr(provider, "http_client", None)
+        if client is not None:
+            on_http_client(client)
     search, llm = with_faults(
         search,
         llm,

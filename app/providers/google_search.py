@@ -8,7 +8,11 @@ from app.providers.base import ProviderError, SearchResult
 
 
 class GoogleSearch:
-    """``GET {url}?key=&cx=&q=&num=``; returns ``items[].title/link/snippet``."""
+    """``GET {url}?cx=&q=&num=``; returns ``items[].title/link/snippet``.
+
+    The key goes in the ``X-goog-api-key`` header, which Google APIs accept, rather than
+    the ``key`` query parameter: URLs end up in span attributes and error messages.
+    """
 
     name = "google"
 
@@ -24,15 +28,16 @@ class GoogleSearch:
         if not api_key or not cse_id:
             raise ValueError("the google search provider needs GOOGLE_API_KEY and GOOGLE_CSE_ID")
         self._url = url
-        self._params = {"key": api_key, "cx": cse_id}
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._params = {"cx": cse_id}
+        self.http_client = httpx.AsyncClient(
+            timeout=timeout_s, transport=transport, headers={"X-goog-api-key": api_key}
+        )
 
     async def search(self, query: str, *, limit: int) -> list[SearchResult]:
         params = {**self._params, "q": query, "num": str(min(limit, 10))}
         try:
-            response = await self._client.get(self._url, params=params)
+            response = await self.http_client.get(self._url, params=params)
         except httpx.HTTPError as exc:
-            # Not str(exc): it would carry the URL, and the URL carries the key.
             raise ProviderError(f"search request failed: {type(exc).__name__}") from exc
         if response.status_code >= 400:
             raise ProviderError(f"search server answered HTTP {response.status_code}")
@@ -48,4 +53,4 @@ class GoogleSearch:
             raise ProviderError("search server sent a malformed response") from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.http_client.aclose()

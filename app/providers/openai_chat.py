@@ -26,7 +26,7 @@ class OpenAIChat:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
-        self._client = httpx.AsyncClient(
+        self.http_client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers=headers,
             timeout=timeout_s,
@@ -42,7 +42,7 @@ class OpenAIChat:
             "stream_options": {"include_usage": True},
         }
         try:
-            async with self._client.stream("POST", "chat/completions", json=body) as response:
+            async with self.http_client.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise ProviderError(f"LLM server answered HTTP {response.status_code}")
@@ -60,7 +60,7 @@ class OpenAIChat:
             raise ProviderError(f"LLM request failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.http_client.aclose()
 
 
 def _parse_sse_line(line: str) -> dict | str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import parse_sse, wait_until
 from tests.fakes import counting_providers
@@ -109,6 +110,13 @@ async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
         assert llm.calls == calls, "the pipeline kept working for nobody"
     assert h.telemetry.value("fit_check.requests", status="success") == 0
     assert h.telemetry.value("fit_check_active_sessions") == 0
+    assert h.telemetry.open_spans.open == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
+    spans = h.telemetry.finished_spans()
+    root = next(s for s in spans if s.kind is SpanKind.SERVER)
+    assert root.attributes["fit_check.outcome"] == "cancelled"
+    cut = next(s for s in spans if s.name == "fit_check.phase skeptical_comparison")
+    assert cut.status.status_code is StatusCode.ERROR
 
 
 async def test_sessions_past_the_limit_get_429_and_running_ones_finish(

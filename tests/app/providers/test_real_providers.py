@@ -1,0 +1,96 @@
+"""The OpenAI-compatible and Google CSE providers against real loopback servers."""
+
+from __future__ import annotations
+
+import httpx
+from opentelemetry.trace import SpanKind
+
+from tests.conftest import parse_sse
+from tests.fake_apis import FakeAPI
+
+SECRET = "sk-test-DO-NOT-LEAK-4242"
+GOOGLE_SECRET = "AIza-DO-NOT-LEAK-9999"
+QUERY = {"query": "Senior Python engineer at Acme, Kafka", "session_id": "real-providers"}
+
+
+async def run_stream(harness_factory, live_server, fake: FakeAPI, **settings):
+    async with live_server(fake.app()) as api:
+        h = harness_factory(
+            llm_provider="openai",
+            openai_base_url=f"{api.url}/v1",
+            openai_api_key=SECRET,
+            llm_model="gpt-test",
+            search_provider="google",
+            google_search_url=f"{api.url}/customsearch/v1",
+            google_api_key=GOOGLE_SECRET,
+            google_cse_id="cse-1",
+            **settings,
+        )
+        transport = httpx.ASGITransport(app=h.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/api/fit-check/stream", json=QUERY)
+    return h, parse_sse(response.text)
+
+
+async def test_stream_runs_on_openai_and_google_protocols(harness_factory, live_server) -> None:
+    fake = FakeAPI()
+    h, events = await run_stream(harness_factory, live_server, fake)
+    assert events[-1][0] == "complete", events[-1]
+    report = "".join(d["chunk"] for n, d in events if n == "response")
+    assert report == fake.reply
+
+    chats = [r for r in fake.requests if r["path"] == "/v1/chat/completions"]
+    searches = [r for r in fake.requests if r["path"] == "/customsearch/v1"]
+    assert len(chats) == 3 and len(searches) == 3
+    assert chats[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert chats[0]["body"]["model"] == "gpt-test"
+    assert chats[0]["body"]["messages"][0]["role"] == "system"
+    assert searches[0]["headers"]["x-goog-api-key"] == GOOGLE_SECRET
+    assert "key" not in searches[0]["query"]
+    assert searches[0]["query"]["cx"] == "cse-1"
+
+    # Outbound calls carry the request's trace; usage comes from the server's last chunk.
+    trace_id = events[0][1]["trace_id"]
+    assert all(r["headers"]["traceparent"].split("-")[1] == trace_id for r in fake.requests)
+    spans = h.telemetry.finished_spans()
+    llm = [s for s in spans if s.name == "chat gpt-test"]
+    assert llm[0].attributes["gen_ai.provider.name"] == "openai"
+    assert llm[0].attributes["gen_ai.response.model"] == "fake-gpt-2026-01-01"
+    assert llm[0].attributes["gen_ai.usage.input_tokens"] == 123
+    http_spans = [s for s in spans if s.kind is SpanKind.CLIENT and s.name in ("POST", "GET")]
+    assert len(http_spans) == 6
+    assert all(s.attributes["session_id"] == "real-providers" for s in http_spans)
+
+
+async def test_keys_never_reach_telemetry(harness_factory, live_server) -> None:
+    h, _ = await run_stream(harness_factory, live_server, FakeAPI(status=500))
+    exported = repr(
+        [
+            (s.name, dict(s.attributes), [e.attributes for e in s.events])
+            for s in h.telemetry.finished_spans()
+        ]
+    )
+    exported += repr(list(h.telemetry.metric_points()))
+    assert SECRET not in exported and GOOGLE_SECRET not in exported
+
+
+async def test_http_errors_become_provider_errors(harness_factory, live_server) -> None:
+    _, events = await run_stream(harness_factory, live_server, FakeAPI(status=503))
+    assert events[-1][0] == "error"
+    assert events[-1][1]["code"] == "SEARCH_ERROR"
+    assert "503" in events[-1][1]["message"]
+    assert GOOGLE_SECRET not in events[-1][1]["message"]
+
+
+async def test_llm_http_error_is_llm_error(harness_factory, live_server) -> None:
+    fake = FakeAPI()
+    async with live_server(fake.app()) as api:
+        h = harness_factory(
+            llm_provider="openai", openai_base_url=f"{api.url}/v1", openai_api_key=SECRET
+        )
+        fake.status = 429
+        transport = httpx.ASGITransport(app=h.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            events = parse_sse((await client.post("/api/fit-check/stream", json=QUERY)).text)
+    assert events[-1][1]["code"] == "LLM_ERROR"
+    assert h.telemetry.value("fit_check.llm.calls", model="gpt-4o-mini", status="error") == 1

@@ -1,0 +1,108 @@
+"""Loopback servers that speak third-party APIs: OpenAI chat completions and Google CSE.
+
+They are real HTTP servers (served by uvicorn in the tests), so the providers' HTTP code,
+headers and streaming are exercised for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class FakeAPI:
+    """Records what it received; ``status`` and ``delay_s`` inject faults."""
+
+    status: int = 200
+    delay_s: float = 0.0
+    requests: list[dict] = field(default_factory=list)
+    reply: str = "The engineer looks like a strong fit for the backend role."
+    model: str = "fake-gpt-2026-01-01"
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/customsearch/v1", self._search, methods=["GET"]),
+            ]
+        )
+
+    def _record(self, request: Request, body: object) -> None:
+        self.requests.append(
+            {
+                "path": request.url.path,
+                "headers": dict(request.headers),
+                "query": dict(request.query_params),
+                "body": body,
+            }
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self._record(request, body)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.status != 200:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=self.status)
+        assert body["stream"] is True
+        words = self.reply.split(" ")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i, word in enumerate(words):
+                delta = {"content": word + ("" if i == len(words) - 1 else " ")}
+                yield _sse(
+                    {
+                        "id": "c1",
+                        "model": self.model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                    }
+                )
+            yield _sse(
+                {
+                    "id": "c1",
+                    "model": self.model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                }
+            )
+            yield _sse(
+                {
+                    "id": "c1",
+                    "model": self.model,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 123, "completion_tokens": len(words)},
+                }
+            )
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    async def _search(self, request: Request) -> Response:
+        self._record(request, None)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.status != 200:
+            return JSONResponse({"error": {"code": self.status}}, status_code=self.status)
+        q = request.query_params["q"]
+        return JSONResponse(
+            {
+                "items": [
+                    {
+                        "title": f"Acme Corp hiring: Python, Kafka ({q[:20]})",
+                        "link": f"https://example.org/acme/{len(self.requests)}",
+                        "snippet": "Acme runs Python on Kubernetes with Kafka and PostgreSQL.",
+                    },
+                ]
+            }
+        )
+
+
+def _sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()

@@ -1,0 +1,200 @@
+"""``/metrics`` against the spec's table: names, types, labels, values and buckets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import Counter
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.pipeline.events import PHASES
+from tests.fakes import counting_providers
+
+STREAM = "/api/fit-check/stream"
+QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes", "session_id": "metrics-1"}
+
+# (name, type, label names, {label: required values}, buckets)
+CONTRACT = [
+    ("fit_check_active_sessions", "gauge", set(), {}, None),
+    (
+        "fit_check_requests",
+        "counter",
+        {"status"},
+        {"status": {"success", "error", "timeout", "cancelled"}},
+        None,
+    ),
+    (
+        "fit_check_request_duration_seconds",
+        "histogram",
+        set(),
+        {},
+        [1, 5, 10, 30, 60, 120, 300, 600],
+    ),
+    (
+        "fit_check_phase_completions",
+        "counter",
+        {"phase", "status"},
+        {"phase": set(PHASES), "status": {"success", "error"}},
+        None,
+    ),
+    (
+        "fit_check_phase_duration_seconds",
+        "histogram",
+        {"phase"},
+        {"phase": set(PHASES)},
+        [0.1, 0.5, 1, 2, 5, 10, 30, 60],
+    ),
+    (
+        "fit_check_llm_calls",
+        "counter",
+        {"model", "status"},
+        {"model": {"offline-analyzer"}, "status": {"success", "error"}},
+        None,
+    ),
+    (
+        "fit_check_llm_latency_seconds",
+        "histogram",
+        {"model"},
+        {"model": {"offline-analyzer"}},
+        [0.5, 1, 2, 5, 10, 30],
+    ),
+    ("fit_check_circuit_breaker_state", "gauge", {"service"}, {"service": {"search", "llm"}}, None),
+    ("fit_check_build_info", "gauge", {"version", "python_version"}, {}, None),
+]
+
+
+async def scrape(client: httpx.AsyncClient, accept: str | None = None) -> httpx.Response:
+    headers = {"accept": accept} if accept else {}
+    response = await client.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    return response
+
+
+def label_sets(family, suffix: str = "") -> list[dict[str, str]]:
+    return [dict(s.labels) for s in family.samples if s.name == family.name + suffix]
+
+
+async def test_every_spec_metric_has_its_name_type_labels_and_buckets(harness, client) -> None:
+    await client.post(STREAM, json=QUERY)
+    text = (await scrape(client)).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, kind, labels, values, buckets in CONTRACT:
+        assert name in families, f"{name} missing"
+        family = families[name]
+        assert family.type == kind, name
+        suffix = {"counter": "_total", "histogram": "_count"}.get(kind, "")
+        series = label_sets(family, suffix)
+        assert series, f"{name} has no samples"
+        for labelset in series:
+            assert set(labelset) == labels, (name, labelset)
+        for label, required in values.items():
+            assert required <= {s[label] for s in series}, (name, label)
+        if buckets is not None:
+            les = {float(s.labels["le"]) for s in family.samples if s.name == name + "_bucket"}
+            assert les == {*map(float, buckets), float("inf")}, name
+    assert "session_id" not in text
+    assert "metrics-1" not in text
+
+
+async def test_values_follow_the_traffic(harness, client) -> None:
+    await client.post(STREAM, json=QUERY)
+    families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
+
+    def sample(name: str, suffix: str, **labels: str) -> float:
+        return next(
+            s.value
+            for s in families[name].samples
+            if s.name == name + suffix and s.labels == labels
+        )
+
+    assert sample("fit_check_requests", "_total", status="success") == 1
+    assert sample("fit_check_requests", "_total", status="error") == 0
+    assert sample("fit_check_request_duration_seconds", "_count") == 1
+    for phase in PHASES:
+        assert sample("fit_check_phase_completions", "_total", phase=phase, status="success") == 1
+    assert sample("fit_check_llm_calls", "_total", model="offline-analyzer", status="success") == 3
+    assert sample("fit_check_active_sessions", "") == 0
+    build = next(iter(families["fit_check_build_info"].samples))
+    assert build.value == 1 and build.labels["version"]
+
+
+async def test_zero_filled_before_any_request(client) -> None:
+    families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
+    statuses = {s.labels["status"] for s in families["fit_check_requests"].samples}
+    assert statuses == {"success", "error", "timeout", "cancelled"}
+    phases = {
+        (s.labels["phase"], s.labels["status"])
+        for s in families["fit_check_phase_completions"].samples
+    }
+    assert phases == {(p, st) for p in PHASES for st in ("success", "error")}
+
+
+async def test_extra_operator_metrics_are_exposed(client) -> None:
+    await client.post(STREAM, json=QUERY)
+    names = {f.name for f in text_string_to_metric_families((await scrape(client)).text)}
+    assert {
+        "fit_check_time_to_first_event_seconds",
+        "fit_check_search_calls",
+        "fit_check_search_latency_seconds",
+        "gen_ai_client_token_usage",
+        "gen_ai_client_operation_duration_seconds",
+    } <= names
+
+
+async def test_no_duplicate_help_or_type_blocks(client) -> None:
+    await client.post(STREAM, json=QUERY)
+    lines = (await scrape(client)).text.splitlines()
+    headers = Counter(line.split(" ")[2] for line in lines if line.startswith("# TYPE"))
+    assert [name for name, count in headers.items() if count > 1] == []
+
+
+async def test_openmetrics_when_asked(client) -> None:
+    response = await scrape(client, "application/openmetrics-text; version=1.0.0")
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+
+
+async def test_session_ids_never_grow_the_series_count(harness_factory) -> None:
+    h = harness_factory()
+    transport = httpx.ASGITransport(app=h.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.post(STREAM, json={**QUERY, "session_id": "s-0"})
+        before = len((await scrape(client)).text.splitlines())
+        for i in range(1, 20):
+            await client.post(STREAM, json={**QUERY, "session_id": f"s-{i}"})
+        after = len((await scrape(client)).text.splitlines())
+    assert before == after
+
+
+async def test_failures_show_in_metrics(harness_factory) -> None:
+    providers, _, _ = counting_providers(llm_fail=True)
+    h = harness_factory(providers=providers)
+    transport = httpx.ASGITransport(app=h.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.post(STREAM, json=QUERY)
+    assert h.telemetry.value("fit_check.llm.calls", model="offline-analyzer", status="error") == 1
+    assert (
+        h.telemetry.value(
+            "fit_check.phase.completions", phase="skeptical_comparison", status="error"
+        )
+        == 1
+    )
+    assert h.telemetry.value("fit_check.requests", status="error") == 1
+
+
+async def test_promtool_finds_nothing_wrong(client) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool missing in CI (apt-get install prometheus)")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    await client.post(STREAM, json=QUERY)
+    text = (await scrape(client)).text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr

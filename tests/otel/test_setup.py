@@ -1,0 +1,118 @@
+"""Telemetry wiring: disabled SDK, resource, exporters that are dead or slow, shutdown bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from app.asgi import build_app
+from otel.resource import build_resource
+from otel.setup import TelemetryConfig, setup_telemetry
+from tests.conftest import make_settings, parse_sse
+
+STREAM = "/api/fit-check/stream"
+QUERY = {"query": "Python and Kafka"}
+
+
+async def stream_once(app) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.post(STREAM, json=QUERY)
+
+
+async def test_disabled_sdk_leaves_the_service_fully_working() -> None:
+    runtime = setup_telemetry(TelemetryConfig(sdk_disabled=True))
+    app = build_app(make_settings(), runtime)
+    response = await stream_once(app)
+    events = parse_sse(response.text)
+    assert events[-1][0] == "complete"
+    assert events[0][1]["trace_id"] is None
+    assert "traceresponse" not in response.headers
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 404
+        health = (await client.get("/api/fit-check/health")).json()
+    assert health["status"] == "healthy" and health["active_sessions"] == 0
+
+
+def test_resource_names_the_service_and_honours_env(monkeypatch) -> None:
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging,team=hiring"
+    )
+    resource = build_resource(
+        service_name="fit-check", service_version="1.2.3", environment="local"
+    )
+    attrs = resource.attributes
+    assert attrs["service.name"] == "fit-check"
+    assert attrs["service.version"] == "1.2.3"
+    assert attrs["deployment.environment.name"] == "staging"
+    assert attrs["team"] == "hiring"
+    other = build_resource(service_name="fit-check", service_version="1", environment="x")
+    assert attrs["service.instance.id"] != other.attributes["service.instance.id"]
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers: the slowest collector."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture
+def closed_port() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("endpoint_fixture", ["black_hole", "closed_port"])
+async def test_dead_or_slow_collector_costs_no_answer_and_shutdown_is_bounded(
+    request, endpoint_fixture: str
+) -> None:
+    endpoint = request.getfixturevalue(endpoint_fixture)
+    runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=endpoint, shutdown_timeout_s=1.0))
+    app = build_app(make_settings(), runtime)
+    for _ in range(3):
+        events = parse_sse((await stream_once(app)).text)
+        assert events[-1][0] == "complete"
+    started = time.monotonic()
+    await asyncio.to_thread(runtime.shutdown)
+    assert time.monotonic() - started < 2.5
+
+
+async def test_no_endpoint_means_nothing_pushed_and_nothing_logged(caplog) -> None:
+    runtime = setup_telemetry(TelemetryConfig())
+    app = build_app(make_settings(), runtime)
+    with caplog.at_level(logging.WARNING):
+        await stream_once(app)
+        assert runtime.shutdown() is True
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
