@@ -37,7 +37,7 @@ def build_app(
     app = create_app(
         settings, runtime.telemetry, providers=providers, on_shutdown=[runtime.shutdown]
     )
-    instrument_app(app, runtime.tracer_provider)
+    instrument_app(app, runtime.tracer_provider, trust_incoming_trace=settings.trust_incoming_trace)
     return app
 
 
@@ -45,4 +45,7 @@ def build() -> FastAPI:
     """The uvicorn factory: everything from the environment."""
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    return build_app(settings, setup_telemetry(telemetry_config(settings)))
+    runtime = setup_telemetry(telemetry_config(settings))
+    if settings.metrics_port is not None:
+        runtime.serve_metrics(settings.metrics_host, settings.metrics_port)
+    return build_app(settings, runtime)

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         "http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
     trust_incoming_trace: bool = Field(False, validation_alias="FIT_CHECK_TRUST_TRACEPARENT")
+    metrics_token: str | None = Field(None, validation_alias="FIT_CHECK_METRICS_TOKEN", repr=False)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias="FIT_CHECK_METRICS_PORT"
+    )
+    metrics_host: str = Field("127.0.0.1", validation_alias="FIT_CHECK_METRICS_HOST")
     capture_content: bool = Field(False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
 
     @field_validator("allowed_origins", mode="before")

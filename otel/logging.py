@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import IO, Literal
 
 from opentelemetry import trace
@@ -35,6 +38,40 @@ class TraceContextFilter(logging.Filter):
         else:
             record.trace_id = record.span_id = None
         record.session_id = current_session_id()
+        return True
+
+
+class TelemetryNoiseLimiter(logging.Filter):
+    """Lets through one line per OpenTelemetry message template per interval.
+
+    With a collector down or a full queue the SDK logs once per dropped span and once per
+    failed batch; at a few hundred spans a second that buries the service's own lines. The
+    first line of a kind passes, repeats within ``interval_s`` are counted, and the next
+    line that passes says how many were suppressed.
+    """
+
+    def __init__(
+        self, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("opentelemetry"):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        with self._lock:
+            last, suppressed = self._seen.get(key, (None, 0))
+            if last is not None and now - last < self._interval_s:
+                self._seen[key] = (last, suppressed + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if suppressed:
+            record.suppressed = suppressed
         return True
 
 
@@ -76,6 +113,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(json_formatter() if fmt == "json" else text_formatter())
     handler.addFilter(TraceContextFilter())
+    handler.addFilter(TelemetryNoiseLimiter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

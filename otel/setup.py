@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from wsgiref.simple_server import WSGIServer
 
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -19,7 +20,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, start_http_server
 
 from otel.exporters import otlp_metric_exporter, otlp_span_exporter
 from otel.facade import Telemetry
@@ -53,7 +54,16 @@ class TelemetryRuntime:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     shutdown_timeout_s: float = 3.0
+    registry: CollectorRegistry | None = None
+    _metrics_server: WSGIServer | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
+
+    def serve_metrics(self, host: str, port: int) -> int | None:
+        """Serve ``/metrics`` on a port of its own (kept off the public one); returns it."""
+        if self.registry is None:
+            return None
+        self._metrics_server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._metrics_server.server_port
 
     def shutdown(self) -> bool:
         """Flush and stop within ``shutdown_timeout_s``; True if everything finished in time.
@@ -64,6 +74,9 @@ class TelemetryRuntime:
         if self._closed:
             return True
         self._closed = True
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
         if not providers:
             return True
@@ -152,4 +165,5 @@ def setup_telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         shutdown_timeout_s=config.shutdown_timeout_s,
+        registry=registry,
     )

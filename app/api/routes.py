@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,6 +16,7 @@ from app.api.schemas import (
     FitCheckRequest,
     HealthResponse,
     LivenessResponse,
+    sse_event_schema,
 )
 from app.pipeline.session import SessionRun
 from app.pipeline.sessions import SessionLimitReached
@@ -54,7 +56,7 @@ class SessionStreamResponse(EventSourceResponse):
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": SSE_DESCRIPTION,
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": sse_event_schema()}},
     },
     413: {"model": ErrorBody, "description": "Body larger than FIT_CHECK_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "Invalid query, session_id or body"},
@@ -116,6 +118,20 @@ async def liveness() -> LivenessResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, service: ServiceDep) -> Response:
+    settings = service.settings
+    if settings.metrics_port is not None:
+        return error_response(
+            404, "NOT_FOUND", f"metrics are served on port {settings.metrics_port}"
+        )
+    if settings.metrics_token is not None:
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {settings.metrics_token}".encode()):
+            return error_response(
+                401,
+                "UNAUTHORIZED",
+                "metrics need a bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     rendered = service.telemetry.render_metrics(request.headers.get("accept"))
     if rendered is None:
         return error_response(404, "NOT_FOUND", "metrics are off (OTEL_SDK_DISABLED=true)")

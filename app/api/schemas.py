@@ -8,9 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-# C0 controls other than tab/newline/carriage return, DEL, and UTF-16 surrogates: none of
-# them belong in a query, and a lone surrogate cannot even be encoded for the response.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Not in a query: C0 controls other than tab/newline/CR, DEL, bidi embedding and override
+# controls (they make text display other than it reads), and UTF-16 surrogates (a lone one
+# cannot even be encoded for the response). Written with escapes so the OpenAPI document
+# stays ASCII; the same pattern is the check and its documentation.
+_BANNED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+QUERY_PATTERN = rf"^[^{_BANNED}]*[^\s{_BANNED}][^{_BANNED}]*$"
+_QUERY = re.compile(QUERY_PATTERN)
 
 
 class FitCheckRequest(BaseModel):
@@ -21,8 +25,10 @@ class FitCheckRequest(BaseModel):
     query: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
     ] = Field(
-        description="A company name or a job description (1-2,000 characters after trimming).",
+        description="A company name or a job description (1-2,000 characters after trimming; "
+        "no control characters, bidi overrides or lone surrogates).",
         examples=["Senior Python engineer, FastAPI, Kubernetes"],
+        json_schema_extra={"pattern": QUERY_PATTERN},
     )
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = Field(
         None, description="Optional client-chosen id; the server makes a UUID4 when absent."
@@ -32,8 +38,10 @@ class FitCheckRequest(BaseModel):
     @field_validator("query")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if _FORBIDDEN.search(value):
-            raise ValueError("query must not contain control characters or lone surrogates")
+        if not _QUERY.fullmatch(value):
+            raise ValueError(
+                "query must not contain control characters, bidi overrides or lone surrogates"
+            )
         return value
 
 
@@ -125,3 +133,29 @@ SSE_EVENT_MODELS: dict[str, type[BaseModel]] = {
     "complete": CompleteEvent,
     "error": ErrorEvent,
 }
+
+
+def sse_event_schema() -> dict[str, Any]:
+    """One SSE event as OpenAPI describes a ``text/event-stream`` item (``schema`` before 3.2).
+
+    ``data`` is a JSON string whose shape depends on ``event``; ``contentSchema`` says which.
+    """
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": f"#/components/schemas/{model.__name__}"},
+                    },
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer"},
+                },
+            }
+            for name, model in SSE_EVENT_MODELS.items()
+        ]
+    }

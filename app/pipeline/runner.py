@@ -7,6 +7,7 @@ timeouts or disconnects, is the session's business (``app.pipeline.session``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ class FitCheckPipeline:
 
     @staticmethod
     def _query_kind(query: str) -> str:
-        words = query.lower().split()
+        words = re.findall(r"[a-z]+", query.lower())
         if len(words) > 6 or _JOB_WORDS & set(words):
             return "job_description"
         return "company"

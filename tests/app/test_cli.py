@@ -10,9 +10,18 @@ from app.pipeline.events import PHASES
 
 async def ask(url: str, *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "ask", "Senior Python engineer, Kafka", "--url", url,
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+        sys.executable,
+        "-m",
+        "app.cli",
+        "ask",
+        "Senior Python engineer, Kafka",
+        "--url",
+        url,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
+    )
     output, _ = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, output.decode()
 

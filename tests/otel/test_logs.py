@@ -12,7 +12,12 @@ from datetime import datetime
 import pytest
 
 from app.pipeline.events import PHASES
-from otel.logging import TraceContextFilter, configure_logging, json_formatter
+from otel.logging import (
+    TelemetryNoiseLimiter,
+    TraceContextFilter,
+    configure_logging,
+    json_formatter,
+)
 from tests.conftest import parse_sse
 
 STREAM = "/api/fit-check/stream"
@@ -101,3 +106,69 @@ def test_configure_logging_routes_uvicorn_through_one_handler() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_noise_limiter_passes_one_line_per_template_per_interval() -> None:
+    now = [0.0]
+    limiter = TelemetryNoiseLimiter(interval_s=30, clock=lambda: now[0])
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, ("span",), None)
+
+    sdk = "opentelemetry.sdk._shared_internal"
+    passed = [limiter.filter(record(sdk, "Queue full, dropping %s.")) for _ in range(1000)]
+    assert passed.count(True) == 1
+    assert limiter.filter(record(sdk, "another template"))
+    assert limiter.filter(record("fit_check.session", "Queue full, dropping %s."))
+    now[0] = 31
+    later = record(sdk, "Queue full, dropping %s.")
+    assert limiter.filter(later) and later.suppressed == 999
+
+
+async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) -> None:
+    import socket
+
+    import httpx
+
+    from app.asgi import build_app
+    from otel.setup import TelemetryConfig, setup_telemetry
+    from tests.conftest import make_settings, wait_until
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()  # nothing listens: every export is refused
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    raw = []  # every record the exporter emits, before any filtering of ours
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raw.append(record.getMessage())
+
+    exporter_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    counter = Count()
+    exporter_logger.addHandler(counter)
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        configure_logging(level="WARNING", fmt="json", stream=stream)
+        runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=dead, shutdown_timeout_s=0.5))
+        app = build_app(make_settings(), runtime)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for _ in range(10):
+                response = await client.post("/api/fit-check/stream", json={"query": "Go"})
+                assert "event: complete" in response.text
+        await wait_until(lambda: len(raw) >= 6, timeout_s=20)
+        runtime.shutdown()
+    finally:
+        exporter_logger.removeHandler(counter)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    exporter_lines = [x for x in lines if x["logger"] == exporter_logger.name]
+    templates = {x["message"].split(" ")[0] for x in exporter_lines}
+    assert len(exporter_lines) <= 2 * len(templates) < len(raw), (len(exporter_lines), len(raw))

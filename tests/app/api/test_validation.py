@@ -57,10 +57,18 @@ async def test_lone_surrogate_is_rejected(client: httpx.AsyncClient) -> None:
     assert only_error(response)["errors"][0]["field"] == "query"
 
 
-async def test_rtl_marks_and_emoji_are_fine(client: httpx.AsyncClient) -> None:
-    response = await client.post(STREAM, json={"query": "\u202ePython\u200f engineer \U0001f40d"})
+async def test_rtl_marks_hebrew_and_emoji_are_fine(client: httpx.AsyncClient) -> None:
+    query = "\u05de\u05d4\u05e0\u05d3\u05e1 Python\u200f \u200e engineer \U0001f40d"
+    response = await client.post(STREAM, json={"query": query})
     assert response.status_code == 200
     assert "event: complete" in response.text
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069"])
+async def test_bidi_overrides_are_rejected(client: httpx.AsyncClient, char: str) -> None:
+    response = await client.post(STREAM, json={"query": f"{char}Python engineer"})
+    assert response.status_code == 422
+    assert only_error(response)["errors"][0]["rule"] == "value_error"
 
 
 @pytest.mark.parametrize("raw", [b"not json", b'{"query": ', b"[]", b"null", b'"query"'])

@@ -30,8 +30,12 @@ async def test_fault_rate_one_fails_every_llm_call(harness_factory) -> None:
 
 
 async def test_seeded_faults_are_reproducible(harness_factory) -> None:
-    settings = {"fault_rate_llm": 0.1, "fault_rate_search": 0.1, "fault_seed": 7,
-                "breaker_failure_threshold": 100}
+    settings = {
+        "fault_rate_llm": 0.1,
+        "fault_rate_search": 0.1,
+        "fault_seed": 7,
+        "breaker_failure_threshold": 100,
+    }
     first = await outcomes(harness_factory(**settings), 20)
     second = await outcomes(harness_factory(**settings), 20)
     assert first == second

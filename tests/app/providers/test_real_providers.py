@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import logging
+
 import httpx
+import pytest
 from opentelemetry.trace import SpanKind
 
+from otel.logging import TraceContextFilter, json_formatter
 from tests.conftest import parse_sse
 from tests.fake_apis import FakeAPI
 
@@ -62,16 +67,38 @@ async def test_stream_runs_on_openai_and_google_protocols(harness_factory, live_
     assert all(s.attributes["session_id"] == "real-providers" for s in http_spans)
 
 
-async def test_keys_never_reach_telemetry(harness_factory, live_server) -> None:
-    h, _ = await run_stream(harness_factory, live_server, FakeAPI(status=500))
-    exported = repr(
+@pytest.mark.parametrize("status", [200, 500])
+async def test_keys_never_reach_logs_spans_metrics_or_clients(
+    harness_factory, live_server, status: int
+) -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(TraceContextFilter())
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        h, events = await run_stream(harness_factory, live_server, FakeAPI(status=status))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    emitted = buffer.getvalue() + repr(events)
+    emitted += repr(
         [
             (s.name, dict(s.attributes), [e.attributes for e in s.events])
             for s in h.telemetry.finished_spans()
         ]
     )
-    exported += repr(list(h.telemetry.metric_points()))
-    assert SECRET not in exported and GOOGLE_SECRET not in exported
+    emitted += repr(list(h.telemetry.metric_points()))
+    transport = httpx.ASGITransport(app=h.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        emitted += (await client.get("/metrics")).text
+        emitted += (await client.get("/api/fit-check/health")).text
+    assert "session_id" in buffer.getvalue()  # the capture did see the request's lines
+    assert SECRET not in emitted and GOOGLE_SECRET not in emitted
+    assert "Bearer" not in emitted
 
 
 async def test_http_errors_become_provider_errors(harness_factory, live_server) -> None:

@@ -1,0 +1,108 @@
+"""Clients that hang up at every point of the stream: nothing keeps running, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import resource
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.fakes import counting_providers
+
+BODY = json.dumps({"query": "Senior Python engineer, Kafka"}).encode()
+
+
+async def open_stream(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
+        + BODY
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes) -> None:
+    seen = b""
+    while marker not in seen:
+        chunk = await asyncio.wait_for(reader.read(4096), 10)
+        assert chunk, "server closed the stream first"
+        seen = seen[-len(marker) :] + chunk
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    await writer.wait_closed()
+
+
+def assert_clean(h, llm) -> None:
+    assert h.service.slots.active == 0
+    assert h.telemetry.value("fit_check_active_sessions") == 0
+    assert h.telemetry.open_spans.open == 0
+    assert llm.active == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
+
+
+@pytest.mark.parametrize(
+    "cut_at", [None, b"event: session", b"skeptical_comparison", b"event: response"]
+)
+async def test_hang_up_anywhere_counts_one_cancelled_request(
+    harness_factory, live_server, cut_at: bytes | None
+) -> None:
+    providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.02)
+    h = harness_factory(providers=providers)
+    async with live_server(h.app) as server:
+        reader, writer = await open_stream(server.url)
+        if cut_at is None:  # before the first event: wait for admission, then go
+            await wait_until(lambda: h.service.slots.active == 1)
+        else:
+            await read_until(reader, cut_at)
+        await hang_up(writer)
+        await wait_until(lambda: h.telemetry.value("fit_check.requests", status="cancelled") == 1)
+        await wait_until(lambda: h.service.slots.active == 0)
+        calls = llm.calls
+        await asyncio.sleep(0.4)  # longer than one LLM call: the pipeline must not go on
+        assert llm.calls == calls
+        assert_clean(h, llm)
+    total = sum(
+        h.telemetry.value("fit_check.requests", status=s)
+        for s in ("success", "error", "timeout", "cancelled")
+    )
+    assert total == 1
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def test_a_storm_of_500_disconnects_leaves_nothing_behind(
+    harness_factory, live_server
+) -> None:
+    providers, _, llm = counting_providers(llm_delay_s=0.05)
+    h = harness_factory(providers=providers, max_concurrent_sessions=1000)
+
+    async def one() -> None:
+        reader, writer = await open_stream(server.url)
+        await read_until(reader, b"event: phase")
+        await hang_up(writer)
+
+    async with live_server(h.app) as server:
+        for _ in range(50):  # warm-up, so the baseline includes one-time allocations
+            await one()
+        await wait_until(lambda: h.service.slots.active == 0)
+        gc.collect()
+        before = rss_mb()
+        for batch in range(10):
+            await asyncio.gather(*(one() for _ in range(45 if batch else 50)))
+        await wait_until(lambda: h.service.slots.active == 0, timeout_s=20)
+        gc.collect()
+        growth = rss_mb() - before
+        assert_clean(h, llm)
+    assert h.telemetry.value("fit_check.requests", status="cancelled") == 50 + 50 + 9 * 45
+    assert growth < 25, f"peak RSS grew {growth:.1f} MB over 455 disconnects"
