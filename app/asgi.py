@@ -27,6 +27,7 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         otlp_endpoint=settings.otlp_endpoint,
         otlp_traces_endpoint=settings.otlp_traces_endpoint,
         otlp_metrics_endpoint=settings.otlp_metrics_endpoint,
+        capture_content=settings.capture_content,
     )
 
 

@@ -10,11 +10,13 @@ and re-raises the caller's exceptions unchanged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from opentelemetry import context, trace
@@ -37,6 +39,8 @@ GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
 OUTCOME_ATTRIBUTE = "fit_check.outcome"
 PHASE_ATTRIBUTE = "fit_check.phase"
@@ -69,6 +73,9 @@ class LLMCallScope:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    #: Recorded only when content capture is on (FIT_CHECK_CAPTURE_CONTENT).
+    input_messages: Sequence[Any] | None = None  # objects with .role and .content
+    output_parts: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -88,7 +95,9 @@ class Telemetry:
         service_version: str,
         render_metrics: Callable[[str | None], tuple[bytes, str]] | None = None,
         tracer_provider: TracerProvider | None = None,
+        capture_content: bool = False,
     ) -> None:
+        self._capture_content = capture_content
         self._tracer = tracer
         self._tracer_provider = tracer_provider
         self._instruments = Instruments(meter, service_version=service_version)
@@ -249,6 +258,8 @@ class Telemetry:
         if scope.response_model:
             span.set_attribute(GEN_AI_RESPONSE_MODEL, scope.response_model)
             metric_attrs[GEN_AI_RESPONSE_MODEL] = scope.response_model
+        if self._capture_content:
+            self._record_content(span, scope)
         if scope.finish_reason:
             span.set_attribute(GEN_AI_FINISH_REASONS, (scope.finish_reason,))
         if error_type is not None:
@@ -266,6 +277,20 @@ class Telemetry:
                 self._instruments.genai_tokens.record(
                     count, {**metric_attrs, GEN_AI_TOKEN_TYPE: token_type}
                 )
+
+    @staticmethod
+    def _record_content(span: trace.Span, scope: LLMCallScope) -> None:
+        """Prompt and completion as the GenAI conventions name them; opt-in, they may be PII."""
+        if scope.input_messages is not None:
+            messages = [
+                {"role": m.role, "parts": [{"type": "text", "content": m.content}]}
+                for m in scope.input_messages
+            ]
+            span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(messages))
+        if scope.output_parts is not None:
+            text = "".join(scope.output_parts)
+            output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
+            span.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps(output))
 
     @contextmanager
     def search_call(self, *, provider: str, query_count: int) -> Iterator[SearchCallScope]:

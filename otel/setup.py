@@ -44,6 +44,7 @@ class TelemetryConfig:
     otlp_traces_endpoint: str | None = None
     otlp_metrics_endpoint: str | None = None
     shutdown_timeout_s: float = 3.0
+    capture_content: bool = False
 
 
 @dataclass(slots=True)
@@ -158,6 +159,7 @@ def setup_telemetry(
         meter=meter_provider.get_meter(SCOPE, config.service_version),
         service_version=config.service_version,
         render_metrics=render,
+        capture_content=config.capture_content,
         tracer_provider=tracer_provider,
     )
     return TelemetryRuntime(

@@ -83,6 +83,8 @@ class ProviderGateway:
                     scope.input_tokens = usage.input_tokens
                     scope.output_tokens = usage.output_tokens
                     scope.finish_reason = usage.finish_reason
+                    scope.input_messages = request.messages
+                    scope.output_parts = parts
                 return "".join(parts)
 
         return await self._guarded("llm", ErrorCode.LLM_ERROR, call)

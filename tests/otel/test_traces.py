@@ -117,3 +117,24 @@ async def test_timeout_marks_the_request_span(harness_factory) -> None:
     assert root.attributes["fit_check.outcome"] == "timeout"
     cut = by_name(spans, "fit_check.phase skeptical_comparison")[0]
     assert cut.status.status_code is StatusCode.ERROR
+
+
+async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
+    from app.asgi import build_app, telemetry_config
+    from otel.testing import captured_telemetry
+    from tests.conftest import make_settings
+
+    for capture in (False, True):
+        settings = make_settings(capture_content=capture)
+        captured = captured_telemetry(telemetry_config(settings))
+        app = build_app(settings, captured.runtime)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            await client.post(STREAM, json=QUERY)
+        llm = [s for s in captured.finished_spans() if s.name.startswith("chat ")]
+        has_content = ["gen_ai.input.messages" in s.attributes for s in llm]
+        assert has_content == [capture] * 3
+        if capture:
+            assert "Senior Python engineer" in llm[0].attributes["gen_ai.input.messages"]
+            assert "Fit report" in llm[2].attributes["gen_ai.output.messages"]

@@ -6,6 +6,7 @@ import httpx
 
 from app.pipeline.events import PHASES
 from tests.conftest import parse_sse
+from tests.fakes import counting_providers
 
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes"}
 
@@ -115,3 +116,16 @@ async def test_openapi_documents_the_stream_and_its_events(client: httpx.AsyncCl
     ):
         assert model in schema["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_idle_streams_get_comment_pings(harness_factory, live_server) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=0.5)
+    h = harness_factory(providers=providers, sse_ping_s=0.1)
+    async with (
+        live_server(h.app) as server,
+        httpx.AsyncClient(base_url=server.url) as c,
+        c.stream("POST", "/api/fit-check/stream", json=QUERY) as response,
+    ):
+        text = "".join([chunk async for chunk in response.aiter_text()])
+    assert ": ping" in text
+    assert_complete_stream(parse_sse(text))
