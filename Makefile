@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint e2e bench bench-quick up down logs stack stack-down clean
+.PHONY: install run test lint e2e stack-tools stack stack-down up down logs bench bench-quick clean
 
 install: $(STAMP)
 
@@ -24,6 +24,32 @@ test: install
 lint: install
 	$(BIN)/ruff check app otel tests bench
 	$(BIN)/ruff format --check app otel tests bench
+
+# --- the telemetry stack -------------------------------------------------------------
+# Local processes (no Docker): the real Collector (built with ocb), Jaeger v2 (built from
+# its Go module) and Debian's Prometheus, cached under ~/.cache/fit-check.
+stack-tools:
+	WITH_COMPOSE=1 deploy/local/build-tools.sh
+
+stack: install stack-tools
+	deploy/local/stack.sh up --with-service
+
+stack-down:
+	deploy/local/stack.sh down
+
+# End-to-end tests against that stack (started and stopped by the tests themselves).
+e2e: install stack-tools
+	$(BIN)/python -m pytest -q -m e2e
+
+# With Docker: the same configs in containers, plus Grafana.
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
+
+logs:
+	docker compose logs -f fit-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

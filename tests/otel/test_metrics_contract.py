@@ -186,6 +186,7 @@ async def test_failures_show_in_metrics(harness_factory) -> None:
     assert h.telemetry.value("fit_check.requests", status="error") == 1
 
 
+@pytest.mark.e2e  # promtool comes with the stack tools
 async def test_promtool_finds_nothing_wrong(client) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -1,0 +1,267 @@
+"""The deploy stack's config files, checked by the real tools that run them.
+
+promtool and the collector binary come from deploy/local/build-tools.sh (cached under
+$FIT_CHECK_CACHE, default ~/.cache/fit-check) or PATH. A missing tool skips its test
+locally and fails it in CI (CI=true), where build-tools.sh is expected to have run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# The real tools come from `make stack-tools`, which `make e2e` runs first.
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("FIT_CHECK_CACHE") or Path.home() / ".cache" / "fit-check")
+CACHE_BIN = CACHE / "bin"
+
+COLLECTOR_CONFIG = REPO / "otel-collector.yaml"
+MANIFEST = REPO / "deploy" / "collector" / "builder-config.yaml"
+COMPOSE = REPO / "docker-compose.yml"
+BUILD_TOOLS = REPO / "deploy" / "local" / "build-tools.sh"
+STACK = REPO / "deploy" / "local" / "stack.sh"
+PROM_DIR = REPO / "deploy" / "prometheus"
+GRAFANA_DIR = REPO / "deploy" / "grafana"
+DASHBOARD = GRAFANA_DIR / "dashboards" / "fit-check.json"
+
+# Loopback values deploy/local/stack.sh gives the collector.
+LOOPBACK_COLLECTOR_ENV = {
+    "OTEL_COLLECTOR_HOST": "127.0.0.1",
+    "JAEGER_OTLP_ENDPOINT": "127.0.0.1:14317",
+}
+
+
+def _missing(what: str) -> None:
+    message = f"{what} not found in {CACHE_BIN} or on PATH: run deploy/local/build-tools.sh"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _tool(*names: str) -> str:
+    """The first of ``names`` found in the build cache, then on PATH."""
+    for name in names:
+        cached = CACHE_BIN / name
+        if cached.is_file() and os.access(cached, os.X_OK):
+            return str(cached)
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    _missing(" / ".join(names))
+    raise AssertionError("unreachable")
+
+
+def _run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO) -> str:
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=90, check=False
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{output}"
+    return output
+
+
+def _yaml():
+    return pytest.importorskip("yaml")
+
+
+# --- Prometheus ------------------------------------------------------------------------
+
+
+def test_promtool_check_config_compose_file() -> None:
+    promtool = _tool("promtool")
+    _run([promtool, "check", "config", str(PROM_DIR / "prometheus.yml")])
+
+
+def test_promtool_check_config_local_loopback_copy(tmp_path: Path) -> None:
+    """The copy deploy/local/stack.sh actually runs: compose targets mapped to loopback."""
+    promtool = _tool("promtool")
+    _run(["bash", str(STACK), "render", str(tmp_path)])
+    rendered = "\n".join(
+        line
+        for line in (tmp_path / "prometheus.yml").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    )
+    assert "otel-collector:" not in rendered
+    assert '"127.0.0.1:8889"' in rendered and '"127.0.0.1:8888"' in rendered
+    assert (tmp_path / "rules.yml").read_text() == (PROM_DIR / "rules.yml").read_text()
+    _run([promtool, "check", "config", str(tmp_path / "prometheus.yml")])
+
+
+def test_promtool_check_rules() -> None:
+    promtool = _tool("promtool")
+    _run([promtool, "check", "rules", str(PROM_DIR / "rules.yml")])
+
+
+def test_promtool_test_rules() -> None:
+    promtool = _tool("promtool")
+    _run([promtool, "test", "rules", str(PROM_DIR / "rules.test.yml")])
+
+
+def test_every_alert_has_a_rule_test() -> None:
+    yaml = _yaml()
+    rules = yaml.safe_load((PROM_DIR / "rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert {
+        "FitCheckHighErrorRate",
+        "FitCheckCircuitBreakerOpen",
+        "FitCheckSlowRequests",
+        "OtelCollectorRefusingData",
+        "OtelCollectorExportFailing",
+    } <= alerts
+    tests = yaml.safe_load((PROM_DIR / "rules.test.yml").read_text())["tests"]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    assert alerts <= firing, f"alerts without a firing test: {alerts - firing}"
+    assert alerts <= silent, f"alerts without a not-firing test: {alerts - silent}"
+
+
+# --- OpenTelemetry Collector ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [pytest.param({}, id="compose-defaults"), pytest.param(LOOPBACK_COLLECTOR_ENV, id="loopback")],
+)
+def test_collector_validates_config(env: dict[str, str]) -> None:
+    collector = _tool("otelcol-fit-check", "otelcol-contrib")
+    _run([collector, "validate", f"--config={COLLECTOR_CONFIG}"], env=env)
+
+
+def test_collector_version_pinned_consistently() -> None:
+    """Manifest, compose image and build script name the same collector version."""
+    yaml = _yaml()
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    version = manifest["dist"]["version"]
+    modules = [
+        m["gomod"]
+        for kind in ("receivers", "processors", "exporters", "extensions")
+        for m in manifest[kind]
+    ]
+    assert all(m.endswith(f" v{version}") for m in modules), modules
+    compose = yaml.safe_load(COMPOSE.read_text())
+    image = compose["services"]["otel-collector"]["image"]
+    assert image == f"otel/opentelemetry-collector-contrib:{version}"
+    assert f'COLLECTOR_VERSION="{version}"' in BUILD_TOOLS.read_text()
+
+
+def test_jaeger_version_pinned_consistently() -> None:
+    yaml = _yaml()
+    compose = yaml.safe_load(COMPOSE.read_text())
+    tag = compose["services"]["jaeger"]["image"].split(":")[1]
+    assert f'JAEGER_V2_VERSION="v{tag}"' in BUILD_TOOLS.read_text()
+
+
+# --- Grafana ---------------------------------------------------------------------------
+
+
+def _panels(dashboard: dict) -> list[dict]:
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))  # collapsed rows
+    return [p for p in panels if p.get("type") != "row"]
+
+
+def test_dashboard_parses_and_every_panel_has_an_expr() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["title"] == "Fit Check"
+    panels = _panels(dashboard)
+    assert panels
+    exprs = []
+    for panel in panels:
+        targets = panel.get("targets") or []
+        assert targets, f"panel {panel.get('title')!r} has no targets"
+        for target in targets:
+            expr = target.get("expr", "")
+            assert expr.strip(), f"panel {panel.get('title')!r} has a target without expr"
+            assert expr.count("(") == expr.count(")"), expr
+            exprs.append(expr)
+    joined = "\n".join(exprs)
+    for needle in (
+        "sum(fit_check_active_sessions)",
+        "sum by (status) (rate(fit_check_requests_total[5m]))",
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(fit_check_request_duration_seconds_bucket[5m])))",
+        "fit_check_phase_completions_total",
+        "fit_check_circuit_breaker_state",
+        'sum(rate(fit_check_requests_total{status="error"}[5m])) '
+        "/ sum(rate(fit_check_requests_total[5m]))",
+        "fit_check_phase_duration_seconds_bucket",
+        "fit_check_llm_latency_seconds_bucket",
+    ):
+        assert needle in joined, f"no panel queries {needle}"
+    assert "session_id" not in joined  # never a label
+
+
+def test_dashboard_datasources_are_provisioned() -> None:
+    yaml = _yaml()
+    provisioned = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )["datasources"]
+    uids = {d["uid"]: d for d in provisioned}
+    assert uids["prometheus"]["type"] == "prometheus"
+    assert uids["jaeger"]["type"] == "jaeger"
+    links = uids["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert {"name": "trace_id", "datasourceUid": "jaeger"} in links
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in _panels(dashboard):
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] in uids
+
+
+# --- docker compose ---------------------------------------------------------------------
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    for candidate in (CACHE_BIN / "docker-compose", shutil.which("docker-compose")):
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        probe = subprocess.run(
+            [str(candidate), "version"], capture_output=True, text=True, check=False
+        )
+        match = re.search(r"version v?(\d+)\.", probe.stdout)
+        if probe.returncode == 0 and match and int(match.group(1)) >= 2:
+            return [str(candidate)]  # compose v2+ standalone binary, same CLI
+    return None
+
+
+def test_docker_compose_config_is_valid() -> None:
+    compose = _compose_command()
+    if compose is None:
+        _missing("docker compose (v2+; build-tools.sh builds it with WITH_COMPOSE=1)")
+    _run([*compose, "-f", str(COMPOSE), "config", "-q"])
+
+
+# --- Jaeger ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="compose-defaults"),
+        pytest.param({"JAEGER_HOST": "127.0.0.1", "JAEGER_OTLP_GRPC_PORT": "14317"}, id="loopback"),
+    ],
+)
+def test_jaeger_validates_config(env: dict[str, str]) -> None:
+    jaeger = _tool("jaeger")
+    _run([jaeger, "validate", f"--config={REPO / 'deploy' / 'jaeger' / 'config.yaml'}"], env=env)

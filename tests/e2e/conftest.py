@@ -1,0 +1,237 @@
+"""The real stack on loopback: Jaeger v2, the Collector, Prometheus, two service processes.
+
+Started once per session through ``deploy/local/stack.sh`` (the same script and configs a
+developer uses), on free ports in a run dir of its own, and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+CACHE = Path(os.environ.get("FIT_CHECK_CACHE", Path.home() / ".cache" / "fit-check"))
+PORT_NAMES = (
+    "OTEL_COLLECTOR_OTLP_GRPC_PORT",
+    "OTEL_COLLECTOR_OTLP_HTTP_PORT",
+    "OTEL_COLLECTOR_PROMETHEUS_PORT",
+    "OTEL_COLLECTOR_TELEMETRY_PORT",
+    "OTEL_COLLECTOR_HEALTH_PORT",
+    "JAEGER_OTLP_GRPC_PORT",
+    "JAEGER_OTLP_HTTP_PORT",
+    "JAEGER_QUERY_HTTP_PORT",
+    "JAEGER_QUERY_GRPC_PORT",
+    "JAEGER_HEALTH_PORT",
+    "JAEGER_METRICS_PORT",
+    "PROMETHEUS_PORT",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll(
+    probe: Callable[[], Any],
+    *,
+    timeout_s: float = 90,
+    every_s: float = 0.5,
+    what: str = "condition",
+) -> Any:
+    """Call ``probe`` until it returns something truthy; fail with its last answer."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every_s)
+    raise AssertionError(f"{what} not met in {timeout_s}s; last: {last!r}")
+
+
+def missing_tools() -> list[str]:
+    tools = {"collector": CACHE / "bin" / "otelcol-fit-check", "jaeger": CACHE / "bin" / "jaeger"}
+    missing = [name for name, path in tools.items() if not os.access(path, os.X_OK)]
+    if not (CACHE / "bin" / "prometheus").exists() and shutil.which("prometheus") is None:
+        missing.append("prometheus")
+    return missing
+
+
+@dataclass
+class Service:
+    """One fit-check process exporting to the collector."""
+
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    sent: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stream(
+        self, session_id: str | None = None, query: str = "Python, Kafka, AWS"
+    ) -> tuple[str, float, list[tuple[str, dict]]]:
+        """One full stream; returns (trace id, seconds, events)."""
+        from tests.conftest import parse_sse
+
+        body = {"query": query, "session_id": session_id or f"e2e-{uuid.uuid4().hex[:12]}"}
+        started = time.perf_counter()
+        response = httpx.post(f"{self.url}/api/fit-check/stream", json=body, timeout=30)
+        elapsed = time.perf_counter() - started
+        self.sent += 1
+        events = parse_sse(response.text)
+        assert events[-1][0] == "complete", events[-1]
+        return events[0][1]["trace_id"], elapsed, events
+
+    def log_lines(self) -> list[dict]:
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+        return lines
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    run_dir: Path
+    services: list[Service] = field(default_factory=list)
+
+    def port(self, name: str) -> int:
+        return int(self.env[name])
+
+    @property
+    def jaeger(self) -> str:
+        return f"http://127.0.0.1:{self.port('JAEGER_QUERY_HTTP_PORT')}"
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://127.0.0.1:{self.port('PROMETHEUS_PORT')}"
+
+    def script(self, *args: str) -> None:
+        subprocess.run([str(STACK), *args], env=self.env, check=True, timeout=180)
+
+    def query(self, promql: str) -> list[dict]:
+        response = httpx.get(
+            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
+        )
+        body = response.json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def query_exemplars(self, promql: str, start: float, end: float) -> list[dict]:
+        response = httpx.get(
+            f"{self.prometheus}/api/v1/query_exemplars",
+            params={"query": promql, "start": start, "end": end},
+            timeout=10,
+        )
+        body = response.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def scalar(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def trace(self, trace_id: str) -> list[dict]:
+        response = httpx.get(f"{self.jaeger}/api/traces/{trace_id}", timeout=10)
+        if response.status_code != 200:
+            return []
+        data = response.json().get("data") or []
+        return data[0]["spans"] if data else []
+
+    def collector_pid(self) -> int:
+        return int((self.run_dir / "collector.pid").read_text())
+
+    def start_service(self, name: str) -> Service:
+        port = free_port()
+        log_path = self.run_dir / f"{name}.log"
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port('OTEL_COLLECTOR_OTLP_HTTP_PORT')}",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+        }
+        env.pop("OTEL_SDK_DISABLED", None)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "fit-check"), "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        service = Service(name=name, port=port, log_path=log_path, process=process)
+        poll(
+            lambda: httpx.get(f"{service.url}/health", timeout=1).status_code == 200,
+            timeout_s=30,
+            every_s=0.1,
+            what=f"{name} healthy",
+        )
+        self.services.append(service)
+        return service
+
+    def stop_services(self) -> None:
+        for service in self.services:
+            if service.process.poll() is None:
+                os.killpg(service.process.pid, signal.SIGTERM)
+                try:
+                    service.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(service.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    missing = missing_tools()
+    if missing:
+        message = (
+            f"missing {', '.join(missing)}: run `make stack-tools` "
+            "(deploy/local/build-tools.sh builds them into ~/.cache/fit-check)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    run_dir = tmp_path_factory.mktemp("stack")
+    env = {
+        **os.environ,
+        "FIT_CHECK_STACK_DIR": str(run_dir),
+        **{name: str(free_port()) for name in PORT_NAMES},
+    }
+    stack = Stack(env=env, run_dir=run_dir)
+    stack.script("up")
+    try:
+        stack.start_service("fit-check-a")
+        stack.start_service("fit-check-b")
+        yield stack
+    finally:
+        stack.stop_services()
+        stack.script("down")

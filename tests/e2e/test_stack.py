@@ -1,0 +1,147 @@
+"""End to end through the real Collector, Jaeger and Prometheus (``make e2e``).
+
+Order matters only for the last test, which kills the collector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import time
+
+import pytest
+
+from app.pipeline.events import PHASES
+from tests.e2e.conftest import ROOT, Stack, poll
+
+pytestmark = pytest.mark.e2e
+
+SPEC_APPENDIX = [
+    "fit_check_active_sessions",
+    "rate(fit_check_requests_total[5m])",
+    "histogram_quantile(0.95, rate(fit_check_request_duration_seconds_bucket[5m]))",
+    "rate(fit_check_phase_completions_total[5m])",
+    "fit_check_circuit_breaker_state",
+    'rate(fit_check_requests_total{status="error"}[5m]) / rate(fit_check_requests_total[5m])',
+]
+
+
+def tags(span: dict) -> dict:
+    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+
+
+def test_each_trace_reaches_jaeger_whole(stack: Stack) -> None:
+    service = stack.services[0]
+    for n in range(3):
+        session_id = f"jaeger-{n}"
+        trace_id, _, _ = service.stream(session_id)
+        spans = poll(
+            lambda tid=trace_id: s if len(s := stack.trace(tid)) >= 10 else None,
+            timeout_s=60,
+            what=f"trace {trace_id} in Jaeger",
+        )
+        names = [span["operationName"] for span in spans]
+        assert "POST /api/fit-check/stream" in names
+        assert sorted(n for n in names if n.startswith("fit_check.phase ")) == sorted(
+            f"fit_check.phase {p}" for p in PHASES
+        )
+        assert names.count("chat offline-analyzer") == 3
+        assert names.count("search offline") == 1
+        assert all(tags(span).get("session_id") == session_id for span in spans)
+
+
+def test_json_logs_hold_each_trace_id(stack: Stack) -> None:
+    service = stack.services[1]
+    trace_ids = [service.stream(f"logs-{n}")[0] for n in range(2)]
+    lines = service.log_lines()
+    for trace_id in trace_ids:
+        mine = [line for line in lines if line.get("trace_id") == trace_id]
+        messages = {line["message"] for line in mine}
+        assert {"Request started", "Phase completed", "Request completed"} <= messages
+
+
+def test_sums_in_prometheus_equal_what_was_sent_to_both_instances(stack: Stack) -> None:
+    a, b = stack.services
+    for _ in range(4):
+        a.stream()
+    for _ in range(3):
+        b.stream()
+    sent = a.sent + b.sent
+    poll(
+        lambda: stack.scalar("sum(fit_check_requests_total)") == sent,
+        timeout_s=90,
+        what=f"sum(fit_check_requests_total) == {sent}",
+    )
+    by_instance = stack.query("sum by (instance) (fit_check_requests_total)")
+    assert sorted(float(r["value"][1]) for r in by_instance) == sorted([a.sent, b.sent])
+    assert len({r["metric"]["job"] for r in stack.query("fit_check_build_info")}) == 1
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/fit-check.json").read_text())
+    exprs = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+    return [e.replace("$__rate_interval", "1m").replace("$__interval", "1m") for e in exprs]
+
+
+def test_every_spec_and_dashboard_query_returns_data(stack: Stack) -> None:
+    queries = SPEC_APPENDIX + dashboard_queries()
+    assert len(queries) >= len(SPEC_APPENDIX) + 8
+    service = stack.services[0]
+
+    def all_answer() -> list[str] | None:
+        service.stream()  # keep the rates above zero while we wait for two scrapes
+        empty = [q for q in queries if not stack.query(q)]
+        return None if empty else queries
+
+    try:
+        poll(all_answer, timeout_s=120, every_s=2, what="every query has data")
+    except AssertionError:
+        empty = [q for q in queries if not stack.query(q)]
+        raise AssertionError(f"queries without data: {empty}") from None
+
+
+def test_duration_buckets_carry_trace_id_exemplars(stack: Stack) -> None:
+    # An exemplar lives for one export interval (the SDK resets its reservoir on every
+    # collection), so keep traffic flowing while Prometheus scrapes, as in production.
+    trace_ids: set[str] = set()
+
+    def exemplar_trace_ids() -> set[str]:
+        trace_ids.add(stack.services[0].stream()[0])
+        now = time.time()
+        response = stack.query_exemplars(
+            "fit_check_request_duration_seconds_bucket", now - 600, now
+        )
+        return {ex["labels"].get("trace_id") for series in response for ex in series["exemplars"]}
+
+    found = poll(
+        lambda: exemplar_trace_ids() & trace_ids or None,
+        timeout_s=90,
+        what="an exemplar with one of our trace ids",
+    )
+    trace_id = next(iter(found))
+    poll(lambda: stack.trace(trace_id), timeout_s=60, what="the exemplar's trace in Jaeger")
+
+
+def test_collector_outage_costs_no_answer_and_data_flows_again(stack: Stack) -> None:
+    service = stack.services[0]
+    before = [service.stream()[1] for _ in range(10)]
+    os.kill(stack.collector_pid(), signal.SIGKILL)
+    during = [service.stream()[1] for _ in range(10)]  # each asserts a complete stream
+    assert statistics.median(during) < 2 * statistics.median(before) + 0.05, (before, during)
+
+    stack.script("up")  # restarts what is not running: the collector
+    trace_id, _, _ = service.stream("after-restart")
+    poll(lambda: stack.trace(trace_id), timeout_s=60, what="a new trace after the restart")
+    sent = sum(s.sent for s in stack.services)
+    poll(
+        lambda: stack.scalar("sum(fit_check_requests_total)") == sent,
+        timeout_s=90,
+        what=f"sum(fit_check_requests_total) == {sent} after the restart",
+    )
