@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 from app.asgi import build_app
 from app.config import Settings
 from app.providers.factory import Providers
+from otel.logging import TraceContextFilter, json_formatter
 from otel.testing import CapturedTelemetry, captured_telemetry
 
 
@@ -54,10 +57,14 @@ def harness(harness_factory: Callable[..., Harness]) -> Harness:
     return harness_factory()
 
 
+def in_process_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client that calls the app directly (no sockets); the response is read whole."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
 @pytest.fixture
 async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=harness.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with in_process_client(harness.app) as c:
         yield c
 
 
@@ -114,3 +121,18 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(TraceContextFilter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(old_level)

@@ -6,37 +6,17 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 from datetime import datetime
-
-import pytest
 
 from app.pipeline.events import PHASES
 from otel.logging import (
     TelemetryNoiseLimiter,
-    TraceContextFilter,
     configure_logging,
-    json_formatter,
 )
-from tests.conftest import parse_sse
+from tests.conftest import in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 REQUIRED = {"timestamp", "level", "logger", "message", "module", "function", "line"}
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(json_formatter())
-    handler.addFilter(TraceContextFilter())
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def records(buffer: io.StringIO) -> list[dict]:
@@ -128,8 +108,6 @@ def test_noise_limiter_passes_one_line_per_template_per_interval() -> None:
 async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) -> None:
     import socket
 
-    import httpx
-
     from app.asgi import build_app
     from otel.setup import TelemetryConfig, setup_telemetry
     from tests.conftest import make_settings, wait_until
@@ -157,8 +135,7 @@ async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) 
         configure_logging(level="WARNING", fmt="json", stream=stream)
         runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=dead, shutdown_timeout_s=0.5))
         app = build_app(make_settings(), runtime)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with in_process_client(app) as client:
             for _ in range(10):
                 response = await client.post("/api/fit-check/stream", json={"query": "Go"})
                 assert "event: complete" in response.text

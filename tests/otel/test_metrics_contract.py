@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.pipeline.events import PHASES
+from tests.conftest import in_process_client
 from tests.fakes import counting_providers
 
 STREAM = "/api/fit-check/stream"
@@ -160,8 +161,7 @@ async def test_openmetrics_when_asked(client) -> None:
 
 async def test_session_ids_never_grow_the_series_count(harness_factory) -> None:
     h = harness_factory()
-    transport = httpx.ASGITransport(app=h.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(h.app) as client:
         await client.post(STREAM, json={**QUERY, "session_id": "s-0"})
         before = len((await scrape(client)).text.splitlines())
         for i in range(1, 20):
@@ -173,8 +173,7 @@ async def test_session_ids_never_grow_the_series_count(harness_factory) -> None:
 async def test_failures_show_in_metrics(harness_factory) -> None:
     providers, _, _ = counting_providers(llm_fail=True)
     h = harness_factory(providers=providers)
-    transport = httpx.ASGITransport(app=h.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
     assert h.telemetry.value("fit_check.llm.calls", model="offline-analyzer", status="error") == 1
     assert (

@@ -15,15 +15,14 @@ import pytest
 from app.asgi import build_app
 from otel.resource import build_resource
 from otel.setup import TelemetryConfig, setup_telemetry
-from tests.conftest import make_settings, parse_sse
+from tests.conftest import in_process_client, make_settings, parse_sse
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Python and Kafka"}
 
 
 async def stream_once(app) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(app) as client:
         return await client.post(STREAM, json=QUERY)
 
 
@@ -35,8 +34,7 @@ async def test_disabled_sdk_leaves_the_service_fully_working() -> None:
     assert events[-1][0] == "complete"
     assert events[0][1]["trace_id"] is None
     assert "traceresponse" not in response.headers
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(app) as client:
         assert (await client.get("/metrics")).status_code == 404
         health = (await client.get("/api/fit-check/health")).json()
     assert health["status"] == "healthy" and health["active_sessions"] == 0

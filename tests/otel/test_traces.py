@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.pipeline.events import PHASES
-from tests.conftest import parse_sse
+from tests.conftest import in_process_client, parse_sse
 from tests.fakes import counting_providers
 
 STREAM = "/api/fit-check/stream"
@@ -74,9 +73,7 @@ async def test_health_and_metrics_are_not_traced(harness, client) -> None:
 async def test_failed_phase_has_error_status_and_exception(harness_factory) -> None:
     providers, _, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
     spans = h.telemetry.finished_spans()
     phase = by_name(spans, "fit_check.phase deep_research")[0]
@@ -93,9 +90,7 @@ async def test_failed_phase_has_error_status_and_exception(harness_factory) -> N
 async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
     providers, _, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers, breaker_failure_threshold=1)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
         h.telemetry.spans.clear()
         await client.post(STREAM, json=QUERY)
@@ -108,9 +103,7 @@ async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
 async def test_timeout_marks_the_request_span(harness_factory) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, request_timeout_s=0.2)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
@@ -128,9 +121,7 @@ async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
         settings = make_settings(capture_content=capture)
         captured = captured_telemetry(telemetry_config(settings))
         app = build_app(settings, captured.runtime)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as client:
+        async with in_process_client(app) as client:
             await client.post(STREAM, json=QUERY)
         llm = [s for s in captured.finished_spans() if s.name.startswith("chat ")]
         has_content = ["gen_ai.input.messages" in s.attributes for s in llm]

@@ -6,15 +6,11 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import parse_sse
+from tests.conftest import in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{CALLER_TRACE}-b7ad6b7169203331-01"
-
-
-def app_client(h) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=h.app), base_url="http://t")
 
 
 async def test_preflight_from_an_allowed_origin(client: httpx.AsyncClient) -> None:
@@ -51,7 +47,7 @@ async def test_exposes_the_session_and_trace_headers(client: httpx.AsyncClient) 
 
 async def test_wildcard_origin_never_comes_with_credentials(harness_factory) -> None:
     h = harness_factory(allowed_origins="*")
-    async with app_client(h) as client:
+    async with in_process_client(h.app) as client:
         response = await client.options(
             STREAM,
             headers={
@@ -65,7 +61,7 @@ async def test_wildcard_origin_never_comes_with_credentials(harness_factory) -> 
 
 
 async def test_caller_traceparent_is_a_link_not_a_parent_by_default(harness) -> None:
-    async with app_client(harness) as client:
+    async with in_process_client(harness.app) as client:
         response = await client.post(
             STREAM, json={"query": "Python"}, headers={"traceparent": TRACEPARENT}
         )
@@ -78,7 +74,7 @@ async def test_caller_traceparent_is_a_link_not_a_parent_by_default(harness) -> 
 
 async def test_trusted_traceparent_is_continued(harness_factory) -> None:
     h = harness_factory(trust_incoming_trace=True)
-    async with app_client(h) as client:
+    async with in_process_client(h.app) as client:
         response = await client.post(
             STREAM, json={"query": "Python"}, headers={"traceparent": TRACEPARENT}
         )
@@ -87,7 +83,7 @@ async def test_trusted_traceparent_is_continued(harness_factory) -> None:
 
 async def test_metrics_behind_a_bearer_token(harness_factory) -> None:
     h = harness_factory(metrics_token="s3cret-scrape")
-    async with app_client(h) as client:
+    async with in_process_client(h.app) as client:
         denied = await client.get("/metrics")
         wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
         allowed = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
@@ -101,7 +97,7 @@ async def test_metrics_on_a_port_of_their_own(harness_factory) -> None:
     h = harness_factory(metrics_port=0)
     port = h.telemetry.runtime.serve_metrics("127.0.0.1", 0)
     try:
-        async with app_client(h) as client:
+        async with in_process_client(h.app) as client:
             public = await client.get("/metrics")
         async with httpx.AsyncClient() as scraper:
             private = await scraper.get(f"http://127.0.0.1:{port}/metrics")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import in_process_client
+
 STREAM = "/api/fit-check/stream"
 
 
@@ -102,8 +104,7 @@ async def test_error_bodies_do_not_echo_the_input(client: httpx.AsyncClient) -> 
 
 async def test_body_over_the_cap_gets_413_before_reading_it(harness_factory) -> None:
     harness = harness_factory(max_body_bytes=2048)
-    transport = httpx.ASGITransport(app=harness.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(harness.app) as client:
         response = await client.post(
             STREAM,
             content=b'{"query": "' + b"x" * 5000 + b'"}',

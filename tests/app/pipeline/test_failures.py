@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import parse_sse, wait_until
+from tests.conftest import in_process_client, parse_sse, wait_until
 from tests.fakes import counting_providers
 
 STREAM = "/api/fit-check/stream"
@@ -23,9 +23,7 @@ def terminal(text: str) -> tuple[str, dict]:
 async def test_search_failure_ends_with_search_error(harness_factory) -> None:
     providers, _search, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         name, data = terminal((await client.post(STREAM, json=QUERY)).text)
     assert (name, data["code"]) == ("error", "SEARCH_ERROR")
     assert h.telemetry.value("fit_check.requests", status="error") == 1
@@ -40,9 +38,7 @@ async def test_breaker_opens_fails_fast_and_recovers(harness_factory) -> None:
     h = harness_factory(
         providers=providers, breaker_failure_threshold=2, breaker_reset_timeout_s=0.2
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         for _ in range(2):
             _, data = terminal((await client.post(STREAM, json=QUERY)).text)
             assert data["code"] == "LLM_ERROR"
@@ -70,9 +66,7 @@ async def test_breaker_opens_fails_fast_and_recovers(harness_factory) -> None:
 async def test_provider_timeout_is_a_provider_error(harness_factory) -> None:
     providers, _, _ = counting_providers(search_delay_s=5)
     h = harness_factory(providers=providers, provider_timeout_s=0.05)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         _, data = terminal((await client.post(STREAM, json=QUERY)).text)
     assert data["code"] == "SEARCH_ERROR" and "timed out" in data["message"]
 
@@ -80,9 +74,7 @@ async def test_provider_timeout_is_a_provider_error(harness_factory) -> None:
 async def test_request_timeout_ends_the_stream_with_timeout(harness_factory) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, request_timeout_s=0.2)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h.app), base_url="http://t"
-    ) as client:
+    async with in_process_client(h.app) as client:
         name, data = terminal((await client.post(STREAM, json=QUERY)).text)
     assert (name, data["code"]) == ("error", "TIMEOUT")
     assert h.telemetry.value("fit_check.requests", status="timeout") == 1

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
-
-from tests.conftest import parse_sse
+from tests.conftest import in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 
 
 async def outcomes(harness, n: int) -> list[str]:
-    transport = httpx.ASGITransport(app=harness.app)
     results = []
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(harness.app) as client:
         for _ in range(n):
             events = parse_sse((await client.post(STREAM, json={"query": "Python"})).text)
             results.append(events[-1][1].get("code", "complete"))
@@ -44,8 +41,7 @@ async def test_seeded_faults_are_reproducible(harness_factory) -> None:
 
 async def test_latency_is_added_to_provider_calls(harness_factory) -> None:
     h = harness_factory(latency_ms=150)
-    transport = httpx.ASGITransport(app=h.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(h.app) as client:
         events = parse_sse((await client.post(STREAM, json={"query": "Python"})).text)
     durations = {d["phase"]: d["duration_ms"] for n, d in events if n == "phase_complete"}
     assert durations["deep_research"] >= 150

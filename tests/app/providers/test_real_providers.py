@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
-import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from otel.logging import TraceContextFilter, json_formatter
-from tests.conftest import parse_sse
+from tests.conftest import in_process_client, parse_sse
 from tests.fake_apis import FakeAPI
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
@@ -31,8 +28,7 @@ async def run_stream(harness_factory, live_server, fake: FakeAPI, **settings):
             google_cse_id="cse-1",
             **settings,
         )
-        transport = httpx.ASGITransport(app=h.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with in_process_client(h.app) as client:
             response = await client.post("/api/fit-check/stream", json=QUERY)
     return h, parse_sse(response.text)
 
@@ -69,21 +65,11 @@ async def test_stream_runs_on_openai_and_google_protocols(harness_factory, live_
 
 @pytest.mark.parametrize("status", [200, 500])
 async def test_keys_never_reach_logs_spans_metrics_or_clients(
-    harness_factory, live_server, status: int
+    harness_factory, live_server, json_log, status: int
 ) -> None:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(json_formatter())
-    handler.addFilter(TraceContextFilter())
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        h, events = await run_stream(harness_factory, live_server, FakeAPI(status=status))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
+    logging.getLogger().setLevel(logging.DEBUG)  # json_log restores the level
+    h, events = await run_stream(harness_factory, live_server, FakeAPI(status=status))
+    buffer = json_log
     emitted = buffer.getvalue() + repr(events)
     emitted += repr(
         [
@@ -92,8 +78,7 @@ async def test_keys_never_reach_logs_spans_metrics_or_clients(
         ]
     )
     emitted += repr(list(h.telemetry.metric_points()))
-    transport = httpx.ASGITransport(app=h.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with in_process_client(h.app) as client:
         emitted += (await client.get("/metrics")).text
         emitted += (await client.get("/api/fit-check/health")).text
     assert "session_id" in buffer.getvalue()  # the capture did see the request's lines
@@ -116,8 +101,7 @@ async def test_llm_http_error_is_llm_error(harness_factory, live_server) -> None
             llm_provider="openai", openai_base_url=f"{api.url}/v1", openai_api_key=SECRET
         )
         fake.status = 429
-        transport = httpx.ASGITransport(app=h.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with in_process_client(h.app) as client:
             events = parse_sse((await client.post("/api/fit-check/stream", json=QUERY)).text)
     assert events[-1][1]["code"] == "LLM_ERROR"
     assert h.telemetry.value("fit_check.llm.calls", model="gpt-4o-mini", status="error") == 1
