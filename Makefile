@@ -51,5 +51,12 @@ down:
 logs:
 	docker compose logs -f fit-check
 
+# --- benchmarks (bench/, results in docs/performance.md) -----------------------------
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -25,7 +25,8 @@ from app.service import FitCheckService
 RETRY_AFTER_S = 5
 
 
-def get_service(request: Request) -> FitCheckService:
+async def get_service(request: Request) -> FitCheckService:
+    # async: a plain def dependency would cost every request a hop to the thread pool.
     return request.app.state.service  # type: ignore[no-any-return]
 
 
@@ -40,9 +41,7 @@ class SessionStreamResponse(EventSourceResponse):
     """
 
     def __init__(self, run: SessionRun, *, ping_s: float, headers: dict[str, str]) -> None:
-        super().__init__(
-            (event.to_sse() async for event in run.events()), ping=ping_s, headers=headers
-        )
+        super().__init__(run.frames(), ping=ping_s, headers=headers)
         self._run = run
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

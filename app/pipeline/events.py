@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sse_starlette import ServerSentEvent
-
 
 class Phase(StrEnum):
     """The five phases, in order. A closed set: the values are metric label values."""
@@ -46,9 +44,11 @@ class Event:
     def terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
-    def to_sse(self) -> ServerSentEvent:
-        # json.dumps escapes newlines, so a payload can never end the SSE frame early.
-        return ServerSentEvent(data=json.dumps(self.data, ensure_ascii=False), event=self.type)
+    def encode(self) -> bytes:
+        """The event's SSE frame. json.dumps escapes newlines, so a payload is always one
+        ``data:`` line and can never end the frame early or forge another event."""
+        data = json.dumps(self.data, ensure_ascii=False)
+        return f"event: {self.type}\r\ndata: {data}\r\n\r\n".encode()
 
 
 class PipelineError(Exception):

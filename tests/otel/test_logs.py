@@ -56,7 +56,7 @@ async def test_lines_outside_a_request_have_no_trace_fields(json_log) -> None:
 
 
 async def test_hostile_text_cannot_forge_lines_or_fields(client, json_log) -> None:
-    query = 'x"}\n{"level": "CRITICAL", "trace_id": "forged"}\r\nend \u2028 \u202e'
+    query = 'x"}\n{"level": "CRITICAL", "trace_id": "forged"}\r\nend \u2028 \u2029 \x85 \u202e'
     await client.post(STREAM, json={"query": query, "session_id": "inject-1"})
     logging.getLogger("fit_check.test").warning(query, extra={"trace_id": "forged"})
     for line in records(json_log):
