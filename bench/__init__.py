@@ -1,0 +1,1 @@
+"""Benchmarks of fit-check: ``make bench`` / ``make bench-quick``."""
