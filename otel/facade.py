@@ -271,9 +271,13 @@ class Telemetry:
             self._instruments.llm_calls.add(1, {"model": model, "status": status})
             self._instruments.llm_latency.record(duration, {"model": model})
         self._instruments.genai_duration.record(duration, metric_attrs)
-        for token_type, count in (("input", scope.input_tokens), ("output", scope.output_tokens)):
+        usage = (
+            ("input", GEN_AI_INPUT_TOKENS, scope.input_tokens),
+            ("output", GEN_AI_OUTPUT_TOKENS, scope.output_tokens),
+        )
+        for token_type, attribute, count in usage:
             if count is not None:
-                span.set_attribute(f"gen_ai.usage.{token_type}_tokens", count)
+                span.set_attribute(attribute, count)
                 self._instruments.genai_tokens.record(
                     count, {**metric_attrs, GEN_AI_TOKEN_TYPE: token_type}
                 )
