@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class Phase(StrEnum):
     """The five phases, in order. A closed set: the values are metric label values."""
@@ -45,10 +47,21 @@ class Event:
         return self.type in TERMINAL_EVENTS
 
     def encode(self) -> bytes:
-        """The event's SSE frame. json.dumps escapes newlines, so a payload is always one
+        """The event's SSE frame. JSON escapes CR and LF, so a payload is always one
         ``data:`` line and can never end the frame early or forge another event."""
-        data = json.dumps(self.data, ensure_ascii=False)
-        return f"event: {self.type}\r\ndata: {data}\r\n\r\n".encode()
+        return b"event: %s\r\ndata: %s\r\n\r\n" % (self.type.encode(), _json(self.data))
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    """orjson (a quarter of json.dumps's cost, ~40 events a stream), with a fallback.
+
+    orjson refuses text that is not valid Unicode; a provider's JSON can still decode to a
+    lone surrogate (``"\\ud800"``), which stays escaped instead of ending the stream.
+    """
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return json.dumps(data, ensure_ascii=True).encode()
 
 
 class PipelineError(Exception):

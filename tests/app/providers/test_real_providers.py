@@ -105,3 +105,15 @@ async def test_llm_http_error_is_llm_error(harness_factory, live_server) -> None
             events = parse_sse((await client.post("/api/fit-check/stream", json=QUERY)).text)
     assert events[-1][1]["code"] == "LLM_ERROR"
     assert h.telemetry.value("fit_check.llm.calls", model="gpt-4o-mini", status="error") == 1
+
+
+async def test_a_lone_surrogate_from_the_llm_does_not_break_the_stream(
+    harness_factory, live_server
+) -> None:
+    # JSON may escape half of a surrogate pair ("\ud83d"); it decodes to a str that is not
+    # valid Unicode, which neither UTF-8 nor orjson will encode as it is.
+    fake = FakeAPI(reply="Strong fit \ud83d for the role")
+    _h, events = await run_stream(harness_factory, live_server, fake)
+    assert events[-1][0] == "complete", events[-1]
+    report = "".join(d["chunk"] for n, d in events if n == "response")
+    assert report == fake.reply
