@@ -30,6 +30,8 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         otlp_traces_endpoint=settings.otlp_traces_endpoint,
         otlp_metrics_endpoint=settings.otlp_metrics_endpoint,
         capture_content=settings.capture_content,
+        span_batch_size=settings.span_batch_size,
+        span_queue_size=settings.span_queue_size,
     )
 
 

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         "http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
+    # The SDK's default batch is 512 spans: encoding one holds the GIL long enough to
+    # triple the p99 of streams in flight (docs/performance.md). The queue size is read
+    # here too, so that a small queue also caps the batch instead of failing the start.
+    span_batch_size: int = Field(64, ge=1, validation_alias="OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+    span_queue_size: int = Field(2048, ge=1, validation_alias="OTEL_BSP_MAX_QUEUE_SIZE")
     trust_incoming_trace: bool = Field(False, validation_alias="FIT_CHECK_TRUST_TRACEPARENT")
     metrics_token: str | None = Field(None, validation_alias="FIT_CHECK_METRICS_TOKEN", repr=False)
     metrics_port: int | None = Field(

@@ -132,6 +132,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # No format here writes a record's thread or process; skip looking them up per line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()

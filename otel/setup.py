@@ -33,7 +33,11 @@ SCOPE = "fit_check"
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
-    """Plain values the composition root takes from the service's settings."""
+    """Plain values the composition root takes from the service's settings.
+
+    The settings read the standard ``OTEL_*`` variables; a config built by hand gets these
+    defaults, not the environment's (the exporters still read their own variables).
+    """
 
     service_name: str = "fit-check"
     service_version: str = "0.0.0"
@@ -45,6 +49,8 @@ class TelemetryConfig:
     otlp_metrics_endpoint: str | None = None
     shutdown_timeout_s: float = 3.0
     capture_content: bool = False
+    span_batch_size: int = 64
+    span_queue_size: int = 2048
 
 
 @dataclass(slots=True)
@@ -134,7 +140,13 @@ def setup_telemetry(
         config.otlp_protocol, config.otlp_endpoint, config.otlp_traces_endpoint
     )
     if span_exporter is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                span_exporter,
+                max_queue_size=config.span_queue_size,
+                max_export_batch_size=min(config.span_batch_size, config.span_queue_size),
+            )
+        )
 
     registry = CollectorRegistry(auto_describe=True)
     readers: list[MetricReader] = [

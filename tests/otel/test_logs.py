@@ -107,9 +107,10 @@ def test_noise_limiter_passes_one_line_per_template_per_interval() -> None:
 
 async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) -> None:
     import socket
+    from dataclasses import replace
 
-    from app.asgi import build_app
-    from otel.setup import TelemetryConfig, setup_telemetry
+    from app.asgi import build_app, telemetry_config
+    from otel.setup import setup_telemetry
     from tests.conftest import make_settings, wait_until
 
     sock = socket.socket()
@@ -133,8 +134,10 @@ async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) 
     saved = list(root.handlers), root.level
     try:
         configure_logging(level="WARNING", fmt="json", stream=stream)
-        runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=dead, shutdown_timeout_s=0.5))
-        app = build_app(make_settings(), runtime)
+        settings = make_settings(otlp_endpoint=dead)  # reads the OTEL_BSP_* set above
+        config = replace(telemetry_config(settings), shutdown_timeout_s=0.5)
+        runtime = setup_telemetry(config)
+        app = build_app(settings, runtime)
         async with in_process_client(app) as client:
             for _ in range(10):
                 response = await client.post("/api/fit-check/stream", json={"query": "Go"})

@@ -8,11 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from app.asgi import build_app
+from app.asgi import build_app, telemetry_config
 from otel.resource import build_resource
 from otel.setup import TelemetryConfig, setup_telemetry
 from tests.conftest import in_process_client, make_settings, parse_sse
@@ -122,3 +124,57 @@ async def test_no_endpoint_means_nothing_pushed_and_nothing_logged(caplog) -> No
         and any(port in r.getMessage() for port in (":4317", ":4318", "port=4317", "port=4318"))
     ]
     assert not ours
+
+
+class _TraceReceiver(BaseHTTPRequestHandler):
+    """OTLP/HTTP ``/v1/traces``: decodes each export and keeps its span count."""
+
+    batches: list[int]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/traces":
+            request = ExportTraceServiceRequest.FromString(body)
+            self.batches.append(
+                sum(len(s.spans) for rs in request.resource_spans for s in rs.scope_spans)
+            )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def trace_receiver() -> Iterator[tuple[str, list[int]]]:
+    batches: list[int] = []
+    handler = type("Receiver", (_TraceReceiver,), {"batches": batches})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", batches
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("env", "largest"), [({}, 64), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"}, 8)]
+)
+async def test_spans_are_exported_in_small_batches(
+    monkeypatch, trace_receiver, env: dict[str, str], largest: int
+) -> None:
+    # Encoding a batch holds the GIL: the default is 64 spans, not the SDK's 512, and the
+    # standard variable still decides.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    endpoint, batches = trace_receiver
+    settings = make_settings(otlp_endpoint=endpoint)
+    runtime = setup_telemetry(telemetry_config(settings))
+    app = build_app(settings, runtime)
+    for _ in range(12):  # about 120 spans: more than one batch of 64
+        assert parse_sse((await stream_once(app)).text)[-1][0] == "complete"
+    assert await asyncio.to_thread(runtime.shutdown)
+    assert sum(batches) >= 120
+    assert max(batches) == largest
