@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LUA = Path(__file__).with_name("stream.lua")
+GET_LUA = Path(__file__).with_name("get.lua")
 QUERY = "Senior Python engineer, FastAPI, Kubernetes"
 WRK = shutil.which("wrk")
 
@@ -53,7 +54,20 @@ def run_load(port: int, *, seconds: int, connections: int, prefix: str) -> LoadR
     return asyncio.run(_closed_loop(port, seconds=seconds, connections=connections, prefix=prefix))
 
 
-def _run_wrk(port: int, *, seconds: int, connections: int, prefix: str) -> LoadResult:
+def run_gets(port: int, path: str, *, seconds: int) -> LoadResult | None:
+    """One GET after another on one connection with wrk (None without wrk).
+
+    A C client, so the latency is the server's: a Python client spends milliseconds of its
+    own parsing a 20 KB exposition, more than the server spends rendering it.
+    """
+    if not WRK:
+        return None
+    return _run_wrk(port, seconds=seconds, connections=1, prefix="get", script=GET_LUA, path=path)
+
+
+def _run_wrk(
+    port: int, *, seconds: int, connections: int, prefix: str, script: Path = LUA, path: str = ""
+) -> LoadResult:
     assert WRK is not None
     out = subprocess.run(
         [
@@ -64,8 +78,8 @@ def _run_wrk(port: int, *, seconds: int, connections: int, prefix: str) -> LoadR
             "--timeout",
             "10s",
             "-s",
-            str(LUA),
-            f"http://127.0.0.1:{port}",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -135,6 +149,21 @@ async def streams(
             return await one_stream(port, f"{prefix}-{i}", timeout_s)
 
     return await asyncio.gather(*(gated(i) for i in range(total)))
+
+
+async def fixed_rate(port: int, *, rate: float, seconds: float, prefix: str) -> list[StreamResult]:
+    """Open loop: a new stream every ``1/rate`` s, whether or not earlier ones have ended.
+
+    The load is the same for every variant (a closed loop would give a slower server less
+    work), so latencies compare the servers at equal load rather than at their limits.
+    """
+    started = time.perf_counter()
+
+    async def scheduled(i: int) -> StreamResult:
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        return await one_stream(port, f"{prefix}-{i}", timeout_s=30)
+
+    return await asyncio.gather(*(scheduled(i) for i in range(round(rate * seconds))))
 
 
 async def _closed_loop(port: int, *, seconds: int, connections: int, prefix: str) -> LoadResult:

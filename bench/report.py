@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench import units
 from bench.servers import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -138,13 +139,18 @@ def render(report: dict[str, Any]) -> str:
         "",
         "`baseline`: OTEL_SDK_DISABLED=true, text logs at WARNING. `full`: traces and metrics "
         "over OTLP/HTTP (metrics every 5 s), Prometheus `/metrics`, JSON logs at INFO to a "
-        "file. `peer`: baseline plus prometheus-fastapi-instrumentator. CPU is utime+stime of "
+        "file. `peer`: baseline plus prometheus-fastapi-instrumentator. `full-sampled`: `full` "
+        "with parent-based 10% trace sampling (metrics and logs complete). CPU is utime+stime of "
         "the server process from the start of a round to the start of its next round (so "
         "deferred export work counts) divided by the streams completed in the round. `req/s`, "
         "latency and CPU are medians of the rounds, `rounds` the range of req/s; each `x base` "
         "is the median of per-round ratios to the baseline round run just before.",
         "",
         table(["check", "result"], checks(report)),
+        "",
+        "Unit costs (bench/units.py, in process, fastest of 5 rounds):",
+        "",
+        units.markdown(report["units"]),
     ]
     return "\n".join(out) + "\n"
 
@@ -155,11 +161,13 @@ def checks(report: dict[str, Any]) -> list[list[str]]:
     keep = dead["rps_vs_live"]
     rows = [
         [
-            "CPU added per stream: full telemetry (peer)",
-            f"{num(full['cpu_added_us'])} us ({num(peer['cpu_added_us'])} us)",
+            "CPU added per stream: full telemetry / 10% sampled / peer",
+            f"{num(full['cpu_added_us'])} / {num(t['full-sampled']['cpu_added_us'])} / "
+            f"{num(peer['cpu_added_us'])} us",
         ],
         [
-            "OTLP receiver's own CPU per `full` stream (whole throughput phase, idle work too)",
+            "OTLP receiver's own CPU per `full` stream (upper bound: it also receives "
+            "`full-sampled`'s exports)",
             f"{num(report['endpoint_cpu_us_per_stream'])} us",
         ],
         [
@@ -167,6 +175,18 @@ def checks(report: dict[str, Any]) -> list[list[str]]:
             f"{num(keep * 100, 1)}% ({'PASS' if keep >= 0.95 else 'FAIL'})",
         ],
     ]
+    for same_rate in report["same_rate"]:
+        base_p99 = same_rate["baseline"]["p99_ms"]
+        for name, v in same_rate.items():
+            rows.append(
+                [
+                    f"stream latency at a fixed {num(v['rate'])} streams/s, "
+                    f"{v['latency_ms']} ms per provider call: {name} ({v['streams']} streams)",
+                    f"p50 {num(v['p50_ms'], 1)} ms, p99 {num(v['p99_ms'], 1)} ms "
+                    f"({num(v['p99_ms'] / base_p99, 2)}x baseline p99); "
+                    f"{v['completed']}/{v['streams']} completed",
+                ]
+            )
     for name, v in s.items():
         rows.append(
             [
@@ -176,21 +196,23 @@ def checks(report: dict[str, Any]) -> list[list[str]]:
                 f"{v['completed']}/{v['streams']} completed",
             ]
         )
-    rows.append(
-        [
-            f"{o['streams']} streams open at once (full, 200 ms per provider call, limit 2000)",
-            f"{o['completed']}/{o['streams']} completed "
-            f"({'PASS' if o['completed'] == o['streams'] else 'FAIL'}); first event p50 "
-            f"{num(o['p50_ms'])} ms, p99 {num(o['p99_ms'])} ms; slowest stream "
-            f"{num(o['max_total_s'], 1)} s; RSS {num(o['rss_mb'])} MiB",
-        ]
-    )
+    for name, v in o.items():
+        rows.append(
+            [
+                f"{v['streams']} streams open at once ({name}, 200 ms per provider call)",
+                f"{v['completed']}/{v['streams']} completed "
+                f"({'PASS' if v['completed'] == v['streams'] else 'FAIL'}); first event p50 "
+                f"{num(v['p50_ms'])} ms, p99 {num(v['p99_ms'])} ms; slowest stream "
+                f"{num(v['max_total_s'], 1)} s; RSS {num(v['rss_mb'])} MiB",
+            ]
+        )
     m = long["metrics"]
     rows += [
         [
-            f"GET /metrics render (full, {m['gets']} GETs after warm-up)",
+            f"GET /metrics latency (full, {num(m['gets'])} GETs by {m['client']}, one at a time)",
             f"p50 {num(m['p50_ms'], 2)} ms, p99 {num(m['p99_ms'], 2)} ms "
-            f"({m['series']} series, {num(m['bytes'])} bytes)",
+            f"({m['series']} series, {num(m['bytes'])} bytes); GET /health on the same "
+            f"server, the HTTP floor: p50 {num(m['floor']['p50_ms'], 2)} ms",
         ],
         [
             f"GET {report['peer_metrics']['path']} render (peer)",

@@ -1,19 +1,22 @@
 """``make bench`` / ``make bench-quick``: what the service's telemetry costs, side by side.
 
-Four variants of one service on loopback, each its own ``fit-check serve`` (one uvicorn
-worker, offline providers, no added latency), loaded in short alternating rounds (A B C D,
-A B C D, ...) so that drift of the machine hits them all alike. Every figure is the median
+Five variants of one service on loopback, each its own ``fit-check serve`` (one uvicorn
+worker, offline providers, no added latency), loaded in short alternating rounds (A B C D E,
+A B C D E, ...) so that drift of the machine hits them all alike. Every figure is the median
 of the rounds; every ratio to the baseline is the median of per-round ratios:
 
 - ``baseline``: OTEL_SDK_DISABLED=true, text logs at WARNING;
 - ``full``: traces and metrics over OTLP/HTTP to a live endpoint, ``/metrics``, JSON logs
   at INFO (to a file);
 - ``peer``: the baseline plus prometheus-fastapi-instrumentator (bench/peer_app.py);
+- ``full-sampled``: ``full`` with the head sampling docs/performance.md recommends for
+  high traffic (parent-based, 10% of new traces); metrics and logs stay complete;
 - ``full-otlp-dead``: ``full`` with its OTLP endpoint on a closed port.
 
-Then, each on a fresh server, what one variant answers alone: time to first event, 1,000
-streams open at once, ``/metrics`` render time, metric series against distinct session
-ids, RSS over many streams.
+First, in process, what each unit of telemetry costs and how many a stream makes
+(bench/units.py). Then, each on a fresh server, what one variant answers alone: time to
+first event, 1,000 streams open at once, ``/metrics`` render time, metric series against
+distinct session ids, RSS over many streams.
 
 Usage: python -m bench.run [--quick] [--sink] [--keep-logs]
 """
@@ -37,8 +40,16 @@ from typing import Any, Literal
 
 import httpx
 
-from bench import report
-from bench.load import LoadResult, generator, percentile, run_load, streams
+from bench import report, units
+from bench.load import (
+    LoadResult,
+    fixed_rate,
+    generator,
+    percentile,
+    run_gets,
+    run_load,
+    streams,
+)
 from bench.peer_app import PEER_METRICS_PATH
 from bench.servers import (
     BIN,
@@ -51,6 +62,7 @@ from bench.servers import (
 )
 
 SETTLE_S = 6  # past the span processor's 5 s schedule delay
+SAME_RATE = 40.0  # streams/s: under half of what `full` sustains on the 2-core machine
 BASELINE = {"OTEL_SDK_DISABLED": "true", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
 FULL = {
     "OTEL_SDK_DISABLED": "false",
@@ -60,6 +72,11 @@ FULL = {
     # The local stack's interval (deploy/local/stack.sh): a round then includes metric
     # exports, which the default 60 s would leave out of all but the longest rounds.
     "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+}
+SAMPLED = {
+    **FULL,
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
 }
 
 
@@ -71,10 +88,12 @@ class Profile:
     seconds: int  # measured per round, after ``warmup_s``
     warmup_s: int
     connections: int  # wrk's closed loop: enough to keep one worker's core busy
+    rate_rounds: int  # of each variant at the fixed rate, alternated
+    rate_seconds: int
     ttfe_streams: int
     ttfe_concurrency: int
     open_streams: int  # opened at once
-    metrics_gets: int
+    metrics_seconds: int  # of back-to-back scrapes, timed
     series_ids: int  # distinct session ids before the second series count
     long_streams: int  # RSS drift run
     long_slice_s: int
@@ -82,28 +101,32 @@ class Profile:
 
 
 QUICK = Profile(
-    rounds=5,
+    rounds=3,
     seconds=2,
-    warmup_s=2,
+    warmup_s=1,
     connections=16,
-    ttfe_streams=150,
+    rate_rounds=1,
+    rate_seconds=2,
+    ttfe_streams=100,
     ttfe_concurrency=8,
     open_streams=200,
-    metrics_gets=200,
+    metrics_seconds=2,
     series_ids=300,
     long_streams=1_000,
     long_slice_s=2,
-    long_budget_s=25,
+    long_budget_s=8,
 )
 FULL_RUN = Profile(
     rounds=15,
     seconds=5,
     warmup_s=5,
     connections=16,
+    rate_rounds=6,
+    rate_seconds=5,
     ttfe_streams=1_000,
     ttfe_concurrency=8,
     open_streams=1_000,
-    metrics_gets=1_000,
+    metrics_seconds=10,
     series_ids=10_000,
     long_streams=100_000,
     long_slice_s=10,
@@ -122,6 +145,7 @@ VARIANTS = {
     "baseline": Variant(BASELINE),
     "full": Variant(FULL, otlp="live"),
     "peer": Variant(BASELINE, peer=True),
+    "full-sampled": Variant(SAMPLED, otlp="live"),
     "full-otlp-dead": Variant(FULL, otlp="dead"),
 }
 
@@ -201,8 +225,53 @@ class Bench:
             ]
             for name in VARIANTS
         }
+        # It also hears from ``full-sampled`` (its metrics, a tenth of its spans): this
+        # figure is an upper bound for ``full`` alone.
         full_streams = sum(load.requests for load in loads["full"])
         return summarize(rounds), endpoint_cpu / max(full_streams, 1) * 1e6
+
+    def same_rate(self, latency_ms: int) -> dict[str, dict[str, Any]]:
+        """Stream latency at one fixed arrival rate that every variant sustains, alternated.
+
+        The throughput rounds run each server flat out, where latency only mirrors CPU per
+        stream; this is the latency users see at an equal, moderate load. With
+        ``latency_ms`` 0 a stream is all CPU; with some, it runs at a provider's pace.
+        """
+        p = self.profile
+        names = ("baseline", "full", "full-sampled", "peer")
+        extra = {"FIT_CHECK_LATENCY_MS": str(latency_ms)}
+        with ExitStack() as stack:
+            servers = {
+                name: stack.enter_context(self.serve(f"rate{latency_ms}-{name}", name, **extra))
+                for name in names
+            }
+            results: dict[str, list[Any]] = {name: [] for name in names}
+            for r in range(p.rate_rounds):
+                for name, server in servers.items():
+                    results[name] += asyncio.run(
+                        fixed_rate(
+                            server.port, rate=SAME_RATE, seconds=p.rate_seconds, prefix=f"rate{r}"
+                        )
+                    )
+        out: dict[str, dict[str, Any]] = {}
+        for name, rs in results.items():
+            totals = [x.total_s * 1e3 for x in rs if x.completed]
+            out[name] = {
+                "rate": SAME_RATE,
+                "latency_ms": latency_ms,
+                "streams": len(rs),
+                "completed": len(totals),
+                "p50_ms": percentile(totals, 0.5),
+                "p99_ms": percentile(totals, 0.99),
+            }
+        base = out["baseline"]["p99_ms"]
+        log(
+            f"at {SAME_RATE:.0f} streams/s, {latency_ms} ms per provider call: "
+            + ", ".join(
+                f"{n} p99 {v['p99_ms']:.1f} ms ({v['p99_ms'] / base:.2f}x)" for n, v in out.items()
+            )
+        )
+        return out
 
     def ttfe(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """Time to the first ``phase`` event at modest concurrency; the peer's exposition."""
@@ -228,7 +297,7 @@ class Bench:
                     )
                 )
                 if name == "peer":
-                    peer_metrics = time_metrics(server, PEER_METRICS_PATH, p.metrics_gets)
+                    peer_metrics = time_metrics(server, PEER_METRICS_PATH, p.metrics_seconds)
             firsts = [r.first_event_s * 1e3 for r in results if r.first_event_s is not None]
             out[name] = {
                 "streams": p.ttfe_streams,
@@ -243,32 +312,38 @@ class Bench:
             )
         return out, peer_metrics
 
-    def open_streams(self) -> dict[str, Any]:
-        """N streams opened at once on one process, 200 ms per provider call: all must end."""
+    def open_streams(self) -> dict[str, dict[str, Any]]:
+        """N streams opened at once on one process, 200 ms per provider call: all must end.
+
+        The baseline runs it too: what it shows is the floor of the service itself, since
+        every stream's first event waits behind the request handling of the ones before it.
+        """
         n = self.profile.open_streams
         extra = {"FIT_CHECK_LATENCY_MS": "200", "FIT_CHECK_MAX_CONCURRENT_SESSIONS": "2000"}
-        with self.serve("open", "full", **extra) as server:
-            asyncio.run(streams(server.port, total=20, concurrency=20, prefix="warm-open"))
-            started = time.monotonic()
-            results = asyncio.run(
-                streams(server.port, total=n, concurrency=n, prefix="open", timeout_s=120)
+        out: dict[str, dict[str, Any]] = {}
+        for name in ("baseline", "full"):
+            with self.serve(f"open-{name}", name, **extra) as server:
+                asyncio.run(streams(server.port, total=20, concurrency=20, prefix="warm-open"))
+                started = time.monotonic()
+                results = asyncio.run(
+                    streams(server.port, total=n, concurrency=n, prefix="open", timeout_s=120)
+                )
+                wall = time.monotonic() - started
+                peak = server.peak_rss_mb()
+            firsts = [r.first_event_s * 1e3 for r in results if r.first_event_s is not None]
+            out[name] = {
+                "streams": n,
+                "completed": sum(r.completed for r in results),
+                "p50_ms": percentile(firsts, 0.5),
+                "p99_ms": percentile(firsts, 0.99),
+                "max_total_s": max(r.total_s for r in results),
+                "wall_s": wall,
+                "rss_mb": peak,
+            }
+            log(
+                f"{n} open streams, {name}: {out[name]['completed']} completed, first event "
+                f"p99 {out[name]['p99_ms']:.0f} ms, all done in {wall:.1f} s"
             )
-            wall = time.monotonic() - started
-            peak = server.peak_rss_mb()
-        firsts = [r.first_event_s * 1e3 for r in results if r.first_event_s is not None]
-        out = {
-            "streams": n,
-            "completed": sum(r.completed for r in results),
-            "p50_ms": percentile(firsts, 0.5),
-            "p99_ms": percentile(firsts, 0.99),
-            "max_total_s": max(r.total_s for r in results),
-            "wall_s": wall,
-            "rss_mb": peak,
-        }
-        log(
-            f"{n} open streams: {out['completed']} completed, first event p99 "
-            f"{out['p99_ms']:.0f} ms, all done in {wall:.1f} s"
-        )
         return out
 
     def long_run(self) -> dict[str, Any]:
@@ -279,7 +354,8 @@ class Bench:
             asyncio.run(streams(server.port, total=10, concurrency=10, prefix="ids"))
             sent, errors = 10, 0
             series_after = [[sent, series_count(server)]]
-            metrics = time_metrics(server, "/metrics", p.metrics_gets)
+            metrics = time_metrics(server, "/metrics", p.metrics_seconds)
+            metrics["floor"] = time_metrics(server, "/health", p.metrics_seconds)
             log(f"/metrics: p50 {metrics['p50_ms']:.2f} ms at {metrics['series']} series")
             samples: list[list[float]] = []
             deadline = time.monotonic() + p.long_budget_s
@@ -353,23 +429,34 @@ def series_count(server: Server, path: str = "/metrics") -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def time_metrics(server: Server, path: str, gets: int) -> dict[str, Any]:
-    """Wall time of ``gets`` scrapes on one keep-alive connection, after 20 to warm up."""
-    timings = []
+def time_metrics(server: Server, path: str, seconds: int) -> dict[str, Any]:
+    """Latency of back-to-back GETs of ``path`` on one keep-alive connection, after a warm-up.
+
+    wrk when present (see ``run_gets``); else httpx, whose own parsing is then included.
+    """
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for _ in range(20):
             body = client.get(path).raise_for_status().content
-        for _ in range(gets):
-            started = time.perf_counter()
-            client.get(path).raise_for_status()
-            timings.append((time.perf_counter() - started) * 1e3)
+        result = run_gets(server.port, path, seconds=seconds)
+        if result is not None:
+            p50, p99, gets, client_name = result.p50_ms, result.p99_ms, result.requests, "wrk"
+        else:
+            timings = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                client.get(path).raise_for_status()
+                timings.append((time.perf_counter() - started) * 1e3)
+            p50, p99 = percentile(timings, 0.5), percentile(timings, 0.99)
+            gets, client_name = len(timings), "httpx"
     return {
         "path": path,
         "gets": gets,
+        "client": client_name,
         "bytes": len(body),
         "series": series_count(server, path),
-        "p50_ms": percentile(timings, 0.5),
-        "p99_ms": percentile(timings, 0.99),
+        "p50_ms": p50,
+        "p99_ms": p99,
     }
 
 
@@ -423,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
                 "otlp_endpoint": endpoint.kind,
                 "profile": asdict(profile),
             }
+            log("unit costs, in process")
+            result["units"] = units.measure(quick=args.quick)
             result["throughput"], result["endpoint_cpu_us_per_stream"] = bench.throughput()
+            result["same_rate"] = [bench.same_rate(latency_ms) for latency_ms in (0, 50)]
             result["ttfe"], result["peer_metrics"] = bench.ttfe()
             result["open"] = bench.open_streams()
             result["long"] = bench.long_run()

@@ -1,0 +1,151 @@
+"""What one unit of telemetry costs in this process, and how many units a stream makes.
+
+The throughput rounds say how much the telemetry adds per stream; this says why. It runs
+real streams through the app in process (offline providers, in-memory telemetry) to count
+what one stream produces, then times each kind of unit alone with the SDK objects the
+service uses: a span started and ended, a span encoded as OTLP protobuf, a JSON log line
+with trace context, a measurement into the service's two metric readers (with exemplars),
+and a render of ``/metrics``. Units times counts is the telemetry's floor with this SDK.
+
+Usage: python -m bench.units  (about 30 s; ``make bench`` runs it first)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from opentelemetry import context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+
+from app.asgi import build_app
+from app.config import Settings
+from otel.context import bind_session
+from otel.logging import configure_logging
+from otel.testing import captured_telemetry
+
+COUNTERS = (
+    "fit_check.requests",
+    "fit_check.phase.completions",
+    "fit_check.llm.calls",
+    "fit_check.search.calls",
+)
+QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes"}
+
+
+def best_us(work: Callable[[], object], repeat: int, rounds: int = 5) -> float:
+    """CPU microseconds per call: the fastest of ``rounds`` (the machine's speed drifts)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(repeat):
+            work()
+        best = min(best, (time.process_time() - started) / repeat * 1e6)
+    return best
+
+
+def per_stream_counts(streams: int) -> tuple[dict[str, float], Any, Any]:
+    """Spans, log lines and measurements of one stream, averaged over ``streams`` real ones."""
+    captured = captured_telemetry()
+    settings = Settings(_env_file=None, otel_sdk_disabled=False, log_level="INFO")
+    app = build_app(settings, captured.runtime)
+    lines = io.StringIO()
+    configure_logging(level="INFO", fmt="json", stream=lines)
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for _ in range(streams):
+                response = await client.post("/api/fit-check/stream", json=QUERY)
+                assert "event: complete" in response.text, response.text[-300:]
+
+    asyncio.run(run())
+    # Every counter call adds 1, so a counter's total is its number of calls.
+    measurements = sum(
+        point.count if isinstance(point, HistogramDataPoint) else point.value
+        for metric, point in captured.metric_points()
+        if isinstance(point, HistogramDataPoint)
+        or (isinstance(point, NumberDataPoint) and metric.name in COUNTERS)
+    )
+    spans = captured.finished_spans()
+    counts = {
+        "spans": len(spans) / streams,
+        # +1: uvicorn's access line, which in-process requests do not write.
+        "log lines": lines.getvalue().count("\n") / streams + 1,
+        "measurements": measurements / streams,
+    }
+    return counts, captured, spans
+
+
+def unit_costs(captured: Any, spans: Any, scale: int) -> dict[str, float]:
+    telemetry = captured.runtime.telemetry
+    tracer = captured.runtime.tracer_provider.get_tracer("bench.units")
+    meter = captured.runtime.meter_provider.get_meter("bench.units")
+    histogram = meter.create_histogram("bench.units.duration", unit="s")
+    logger = logging.getLogger("fit_check.bench")
+    configure_logging(level="INFO", fmt="json", stream=open("/dev/null", "w"))  # noqa: SIM115
+    batch = list(spans)[:500]
+    attrs = {"fit_check.phase": "deep_research"}
+
+    def span() -> None:
+        tracer.start_span("fit_check.phase deep_research", attributes=attrs).end()
+
+    costs: dict[str, float] = {}
+    # Inside a recorded span and a session, as in a request: logs stamp both, measurements
+    # offer exemplars.
+    with tracer.start_as_current_span("bench"):
+        token = bind_session("bench-session")
+        costs["span"] = best_us(span, 500 * scale)
+        costs["log line"] = best_us(
+            lambda: logger.info(
+                "Phase completed",
+                extra={"phase": "deep_research", "status": "success", "duration_ms": 12},
+            ),
+            500 * scale,
+        )
+        costs["metric"] = best_us(
+            lambda: histogram.record(0.3, {"phase": "deep_research"}), 1_000 * scale
+        )
+        context.detach(token)
+    costs["encode"] = best_us(lambda: encode_spans(batch), 2 * scale) / len(batch)
+    costs["render"] = best_us(lambda: telemetry.render_metrics(None), 10 * scale)
+    return costs
+
+
+def measure(*, quick: bool = False) -> dict[str, Any]:
+    """Counts per stream, cost per unit, and their products (``quick``: a fifth the work)."""
+    counts, captured, spans = per_stream_counts(20 if quick else 50)
+    try:
+        costs = unit_costs(captured, spans, 2 if quick else 10)
+    finally:
+        captured.runtime.shutdown()
+    rows = [
+        ["span started and ended", counts["spans"], costs["span"]],
+        ["span encoded as OTLP protobuf (export thread)", counts["spans"], costs["encode"]],
+        ["JSON log line with trace context", counts["log lines"], costs["log line"]],
+        ["measurement into two readers, with exemplar", counts["measurements"], costs["metric"]],
+    ]
+    return {
+        "rows": rows,
+        "floor_us": sum(n * us for _, n, us in rows),
+        "render_ms": costs["render"] / 1e3,
+    }
+
+
+def markdown(units: dict[str, Any]) -> str:
+    lines = ["| unit | per stream | µs each | µs per stream |", "|---|---|---|---|"]
+    lines += [f"| {name} | {n:.1f} | {us:.1f} | {n * us:,.0f} |" for name, n, us in units["rows"]]
+    lines.append(f"| **sum** | | | **{units['floor_us']:,.0f}** |")
+    lines.append("")
+    lines.append(f"`/metrics` rendered in process (no HTTP): {units['render_ms']:.2f} ms")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(measure()))
