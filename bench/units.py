@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from opentelemetry import context
@@ -83,13 +84,13 @@ def per_stream_counts(streams: int) -> tuple[dict[str, float], Any, Any]:
     return counts, captured, spans
 
 
-def unit_costs(captured: Any, spans: Any, scale: int) -> dict[str, float]:
+def unit_costs(captured: Any, spans: Any, scale: int, sink: IO[str]) -> dict[str, float]:
     telemetry = captured.runtime.telemetry
     tracer = captured.runtime.tracer_provider.get_tracer("bench.units")
     meter = captured.runtime.meter_provider.get_meter("bench.units")
     histogram = meter.create_histogram("bench.units.duration", unit="s")
     logger = logging.getLogger("fit_check.bench")
-    configure_logging(level="INFO", fmt="json", stream=open("/dev/null", "w"))  # noqa: SIM115
+    configure_logging(level="INFO", fmt="json", stream=sink)
     batch = list(spans)[:500]
     attrs = {"fit_check.phase": "deep_research"}
 
@@ -120,11 +121,16 @@ def unit_costs(captured: Any, spans: Any, scale: int) -> dict[str, float]:
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
     """Counts per stream, cost per unit, and their products (``quick``: a fifth the work)."""
-    counts, captured, spans = per_stream_counts(20 if quick else 50)
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level  # configure_logging swaps them
     try:
-        costs = unit_costs(captured, spans, 2 if quick else 10)
-    finally:
+        counts, captured, spans = per_stream_counts(20 if quick else 50)
+        with open(os.devnull, "w") as sink:
+            costs = unit_costs(captured, spans, 2 if quick else 10, sink)
         captured.runtime.shutdown()
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     rows = [
         ["span started and ended", counts["spans"], costs["span"]],
         ["span encoded as OTLP protobuf (export thread)", counts["spans"], costs["encode"]],
