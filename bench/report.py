@@ -140,11 +140,21 @@ def render(report: dict[str, Any]) -> str:
         "`baseline`: OTEL_SDK_DISABLED=true, text logs at WARNING. `full`: traces and metrics "
         "over OTLP/HTTP (metrics every 5 s), Prometheus `/metrics`, JSON logs at INFO to a "
         "file. `peer`: baseline plus prometheus-fastapi-instrumentator. `full-sampled`: `full` "
-        "with parent-based 10% trace sampling (metrics and logs complete). CPU is utime+stime of "
+        "with parent-based 10% trace sampling (metrics and logs complete). `full-no-logs`: "
+        "LOG_LEVEL=WARNING; `full-no-spans`: OTEL_TRACES_SAMPLER=always_off (spans started, "
+        "none recorded or exported); `full-no-push`: no OTLP endpoint (spans recorded, "
+        "metrics on `/metrics`, nothing encoded or sent); `metrics-only`: all three. CPU is "
+        "utime+stime of "
         "the server process from the start of a round to the start of its next round (so "
         "deferred export work counts) divided by the streams completed in the round. `req/s`, "
         "latency and CPU are medians of the rounds, `rounds` the range of req/s; each `x base` "
         "is the median of per-round ratios to the baseline round run just before.",
+        "",
+        "What each piece costs in the running service: CPU per stream of one variant minus "
+        "another's, median of same-round differences. The pieces overlap (span export is in "
+        "both spans and push), so they need not add up to the total:",
+        "",
+        table(["piece", "measured as", "CPU us/stream"], piece_rows(report)),
         "",
         table(["check", "result"], checks(report)),
         "",
@@ -153,6 +163,16 @@ def render(report: dict[str, Any]) -> str:
         units.markdown(report["units"]),
     ]
     return "\n".join(out) + "\n"
+
+
+def piece_rows(report: dict[str, Any]) -> list[list[str]]:
+    full = report["throughput"]["full"]
+    rows = [
+        [p["piece"], f"`{p['with']}` - `{p['without']}`", num(p["cpu_us"])]
+        for p in report["pieces"]
+    ]
+    rows.append(["all telemetry", "`full` - `baseline`", num(full["cpu_added_us"])])
+    return rows
 
 
 def checks(report: dict[str, Any]) -> list[list[str]]:

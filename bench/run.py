@@ -1,17 +1,20 @@
 """``make bench`` / ``make bench-quick``: what the service's telemetry costs, side by side.
 
-Five variants of one service on loopback, each its own ``fit-check serve`` (one uvicorn
-worker, offline providers, no added latency), loaded in short alternating rounds (A B C D E,
-A B C D E, ...) so that drift of the machine hits them all alike. Every figure is the median
-of the rounds; every ratio to the baseline is the median of per-round ratios:
+Variants of one service on loopback, each its own ``fit-check serve`` (one uvicorn worker,
+offline providers, no added latency), loaded in short alternating rounds (A B C ..., A B C
+..., ...) so that drift of the machine hits them all alike. Every figure is the median of
+the rounds; every ratio or difference is the median of per-round ones:
 
 - ``baseline``: OTEL_SDK_DISABLED=true, text logs at WARNING;
+- ``peer``: the baseline plus prometheus-fastapi-instrumentator (bench/peer_app.py);
 - ``full``: traces and metrics over OTLP/HTTP to a live endpoint, ``/metrics``, JSON logs
   at INFO (to a file);
-- ``peer``: the baseline plus prometheus-fastapi-instrumentator (bench/peer_app.py);
+- ``full-otlp-dead``: ``full`` with its OTLP endpoint on a closed port;
 - ``full-sampled``: ``full`` with the head sampling docs/performance.md recommends for
   high traffic (parent-based, 10% of new traces); metrics and logs stay complete;
-- ``full-otlp-dead``: ``full`` with its OTLP endpoint on a closed port.
+- ``full-no-logs``, ``full-no-spans``, ``full-no-push``: ``full`` less one piece (INFO
+  logs; recorded spans; OTLP pushes), and ``metrics-only`` (all three off): what each piece
+  costs inside the running service, next to its cost alone in ``bench/units.py``.
 
 First, in process, what each unit of telemetry costs and how many a stream makes
 (bench/units.py). Then, each on a fresh server, what one variant answers alone: time to
@@ -32,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +58,11 @@ from bench.servers import (
     BIN,
     Endpoint,
     Server,
+    ServerSpec,
     dead_endpoint,
     otlp_endpoint,
     serve,
+    serve_all,
     stack_available,
 )
 
@@ -78,6 +83,9 @@ SAMPLED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
     "OTEL_TRACES_SAMPLER_ARG": "0.1",
 }
+NO_LOGS = {**FULL, "LOG_LEVEL": "WARNING"}
+NO_SPANS = {**FULL, "OTEL_TRACES_SAMPLER": "always_off"}  # spans made, none recorded
+METRICS_ONLY = {**NO_SPANS, "LOG_LEVEL": "WARNING"}
 
 
 @dataclass(frozen=True)
@@ -102,22 +110,22 @@ class Profile:
 
 QUICK = Profile(
     rounds=3,
-    seconds=2,
-    warmup_s=1,
+    seconds=1,
+    warmup_s=0,
     connections=16,
     rate_rounds=1,
-    rate_seconds=2,
-    ttfe_streams=100,
+    rate_seconds=1,
+    ttfe_streams=50,
     ttfe_concurrency=8,
     open_streams=200,
-    metrics_seconds=2,
+    metrics_seconds=1,
     series_ids=300,
     long_streams=1_000,
     long_slice_s=2,
-    long_budget_s=8,
+    long_budget_s=4,
 )
 FULL_RUN = Profile(
-    rounds=15,
+    rounds=12,
     seconds=5,
     warmup_s=5,
     connections=16,
@@ -141,13 +149,26 @@ class Variant:
     otlp: Literal["live", "dead"] | None = None
 
 
+# In the order of a round: each variant a ratio is taken against runs close after it.
 VARIANTS = {
     "baseline": Variant(BASELINE),
-    "full": Variant(FULL, otlp="live"),
     "peer": Variant(BASELINE, peer=True),
-    "full-sampled": Variant(SAMPLED, otlp="live"),
+    "full": Variant(FULL, otlp="live"),
     "full-otlp-dead": Variant(FULL, otlp="dead"),
+    "full-sampled": Variant(SAMPLED, otlp="live"),
+    "full-no-logs": Variant(NO_LOGS, otlp="live"),
+    "full-no-spans": Variant(NO_SPANS, otlp="live"),
+    "full-no-push": Variant(FULL),  # no OTLP endpoint: nothing encoded or sent
+    "metrics-only": Variant(METRICS_ONLY),
 }
+#: What one piece of the telemetry costs in the service: CPU per stream of ``with`` minus
+#: that of ``without``, the two measured in the same round.
+PIECES = (
+    ("INFO logs (JSON, trace ids)", "full", "full-no-logs"),
+    ("spans recorded (HTTP, phase, provider), processed and exported", "full", "full-no-spans"),
+    ("OTLP push (spans and metrics encoded and sent)", "full", "full-no-push"),
+    ("metrics alone: spec instruments, /metrics, exemplars", "metrics-only", "baseline"),
+)
 
 
 def log(message: str) -> None:
@@ -163,15 +184,26 @@ class Bench:
         self.dead_url = dead_url
         self.log_dir = log_dir
 
-    def serve(self, name: str, variant: str, **extra_env: str) -> AbstractContextManager[Server]:
-        """A fresh server of ``variant``, its OTLP endpoint filled in."""
+    def spec(self, variant: str, **extra_env: str) -> ServerSpec:
+        """How to start ``variant``, its OTLP endpoint filled in."""
         v = VARIANTS[variant]
         env = dict(v.env)
         if v.otlp:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = (
                 self.endpoint.url if v.otlp == "live" else self.dead_url
             )
-        return serve(name, {**env, **extra_env}, peer=v.peer, log_dir=self.log_dir)
+        return ServerSpec({**env, **extra_env}, peer=v.peer)
+
+    def serve(self, name: str, variant: str, **extra_env: str) -> AbstractContextManager[Server]:
+        """A fresh server of ``variant``."""
+        return serve(name, self.spec(variant, **extra_env), log_dir=self.log_dir)
+
+    def serve_all(
+        self, names: dict[str, str], **extra_env: str
+    ) -> AbstractContextManager[dict[str, Server]]:
+        """Fresh servers, started together: ``names`` maps each server's name to its variant."""
+        specs = {name: self.spec(variant, **extra_env) for name, variant in names.items()}
+        return serve_all(specs, log_dir=self.log_dir)
 
     def load(self, server: Server, seconds: int, *, prefix: str) -> LoadResult:
         """The closed-loop load every throughput figure comes from (session ids ``prefix-*``)."""
@@ -190,10 +222,10 @@ class Bench:
         OTLP receiver's CPU per stream of ``full`` (the only variant it hears from).
         """
         p = self.profile
-        with ExitStack() as stack:
-            servers = {name: stack.enter_context(self.serve(name, name)) for name in VARIANTS}
+        with self.serve_all({name: name for name in VARIANTS}) as servers:
             for name, server in servers.items():
-                self.load(server, p.warmup_s, prefix=f"warm-{name}")
+                if p.warmup_s:
+                    self.load(server, p.warmup_s, prefix=f"warm-{name}")
             cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
             loads: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
             endpoint_cpu = self.endpoint.cpu_s()
@@ -240,11 +272,9 @@ class Bench:
         p = self.profile
         names = ("baseline", "full", "full-sampled", "peer")
         extra = {"FIT_CHECK_LATENCY_MS": str(latency_ms)}
-        with ExitStack() as stack:
-            servers = {
-                name: stack.enter_context(self.serve(f"rate{latency_ms}-{name}", name, **extra))
-                for name in names
-            }
+        group = {f"rate{latency_ms}-{name}": name for name in names}
+        with self.serve_all(group, **extra) as by_name:
+            servers = dict(zip(names, by_name.values(), strict=True))
             results: dict[str, list[Any]] = {name: [] for name in names}
             for r in range(p.rate_rounds):
                 for name, server in servers.items():
@@ -423,6 +453,18 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, 
     return out
 
 
+def pieces(throughput: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU per stream each piece adds: medians of same-round differences (see ``PIECES``)."""
+    out = []
+    for label, with_, without in PIECES:
+        pairs = zip(throughput[with_]["rounds"], throughput[without]["rounds"], strict=True)
+        added = statistics.median(
+            a["cpu_us_per_request"] - b["cpu_us_per_request"] for a, b in pairs
+        )
+        out.append({"piece": label, "with": with_, "without": without, "cpu_us": added})
+    return out
+
+
 def series_count(server: Server, path: str = "/metrics") -> int:
     """Lines of the exposition that are samples (not ``#`` comments)."""
     text = httpx.get(f"{server.url}{path}", timeout=10).text
@@ -513,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             log("unit costs, in process")
             result["units"] = units.measure(quick=args.quick)
             result["throughput"], result["endpoint_cpu_us_per_stream"] = bench.throughput()
+            result["pieces"] = pieces(result["throughput"])
             result["same_rate"] = [bench.same_rate(latency_ms) for latency_ms in (0, 50)]
             result["ttfe"], result["peer_metrics"] = bench.ttfe()
             result["open"] = bench.open_streams()

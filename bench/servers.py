@@ -113,24 +113,23 @@ class Server:
         return float("nan")
 
 
-@contextmanager
-def serve(name: str, env: dict[str, str], *, peer: bool, log_dir: Path) -> Iterator[Server]:
-    """Run one variant of the service on a free loopback port until the block ends.
+@dataclass(frozen=True)
+class ServerSpec:
+    """What to start: the service (``fit-check serve``) or the peer, with its environment."""
 
-    The service runs as ``fit-check serve``, exactly as shipped (uvicorn, one worker, its
-    own logging config). The peer runs ``python -m bench.peer_app``, which makes the same
-    ``uvicorn.run`` call with the peer's factory, so both start and log the same way. The
-    server's stdout/stderr (its logs) go to ``log_dir/NAME.log``.
-    """
+    env: dict[str, str]
+    peer: bool = False
+
+
+def _start(name: str, spec: ServerSpec, log_dir: Path) -> Server:
     port = free_port()
-    if peer:
+    if spec.peer:
         command = [str(BIN / "python"), "-m", "bench.peer_app"]
     else:
         command = [str(BIN / "fit-check"), "serve"]
     defaults = {"FIT_CHECK_LATENCY_MS": "0", "PYTHONPATH": str(ROOT)}  # PYTHONPATH: bench.*
-    full_env = clean_env(**{**defaults, **env, "HOST": "127.0.0.1", "PORT": str(port)})
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
+    full_env = clean_env(**{**defaults, **spec.env, "HOST": "127.0.0.1", "PORT": str(port)})
+    with (log_dir / f"{name}.log").open("ab") as log:
         # cwd is the log dir, not the repo: a developer's .env there must not change a variant.
         process = subprocess.Popen(
             command,
@@ -141,15 +140,40 @@ def serve(name: str, env: dict[str, str], *, peer: bool, log_dir: Path) -> Itera
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(name, port, process)
+    return Server(name, port, process)
+
+
+@contextmanager
+def serve_all(specs: dict[str, ServerSpec], *, log_dir: Path) -> Iterator[dict[str, Server]]:
+    """Run several servers on free loopback ports until the block ends, all started at once.
+
+    The service runs as ``fit-check serve``, exactly as shipped (uvicorn, one worker, its
+    own logging config). The peer runs ``python -m bench.peer_app``, which makes the same
+    ``uvicorn.run`` call with the peer's factory, so both start and log the same way. Each
+    server's stdout/stderr (its logs) go to ``log_dir/NAME.log``. Started together, a group
+    of servers is up in about the time one takes (a second of imports each).
+    """
+    servers: dict[str, Server] = {}
     try:
-        try:
-            wait_http(f"{server.url}/health", timeout_s=60, process=process)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{name} did not start ({exc}); see {log_path}") from None
-        yield server
+        for name, spec in specs.items():
+            servers[name] = _start(name, spec, log_dir)
+        for name, server in servers.items():
+            try:
+                wait_http(f"{server.url}/health", timeout_s=60, process=server.process)
+            except RuntimeError as exc:
+                log_path = log_dir / f"{name}.log"
+                raise RuntimeError(f"{name} did not start ({exc}); see {log_path}") from None
+        yield servers
     finally:
-        stop(process)
+        for server in servers.values():
+            stop(server.process)
+
+
+@contextmanager
+def serve(name: str, spec: ServerSpec, *, log_dir: Path) -> Iterator[Server]:
+    """One server, as :func:`serve_all` runs them."""
+    with serve_all({name: spec}, log_dir=log_dir) as servers:
+        yield servers[name]
 
 
 @dataclass
