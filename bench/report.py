@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -154,7 +155,10 @@ def render(report: dict[str, Any]) -> str:
         "another's, median of same-round differences. The pieces overlap (span export is in "
         "both spans and push), so they need not add up to the total:",
         "",
-        table(["piece", "measured as", "CPU us/stream"], piece_rows(report)),
+        table(
+            ["piece", "measured as", "CPU us/stream", "of it, event-loop thread"],
+            piece_rows(report),
+        ),
         "",
         table(["check", "result"], checks(report)),
         "",
@@ -166,12 +170,23 @@ def render(report: dict[str, Any]) -> str:
 
 
 def piece_rows(report: dict[str, Any]) -> list[list[str]]:
-    full = report["throughput"]["full"]
+    t = report["throughput"]
     rows = [
-        [p["piece"], f"`{p['with']}` - `{p['without']}`", num(p["cpu_us"])]
+        [
+            p["piece"],
+            f"`{p['with']}` - `{p['without']}`",
+            num(p["cpu_us"]),
+            num(p["main_cpu_us"]),
+        ]
         for p in report["pieces"]
     ]
-    rows.append(["all telemetry", "`full` - `baseline`", num(full["cpu_added_us"])])
+    main_added = statistics.median(
+        f["main_cpu_us_per_request"] - b["main_cpu_us_per_request"]
+        for f, b in zip(t["full"]["rounds"], t["baseline"]["rounds"], strict=True)
+    )
+    rows.append(
+        ["all telemetry", "`full` - `baseline`", num(t["full"]["cpu_added_us"]), num(main_added)]
+    )
     return rows
 
 

@@ -227,11 +227,13 @@ class Bench:
                 if p.warmup_s:
                     self.load(server, p.warmup_s, prefix=f"warm-{name}")
             cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            main_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
             loads: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
             endpoint_cpu = self.endpoint.cpu_s()
             for r in range(p.rounds):
                 for name, server in servers.items():
                     cpu[name].append(server.cpu_s())
+                    main_cpu[name].append(server.main_thread_cpu_s())
                     loads[name].append(self.load(server, p.seconds, prefix=f"r{r}-{name}"))
                 log(
                     f"round {r + 1}/{p.rounds}: "
@@ -240,6 +242,7 @@ class Bench:
             time.sleep(SETTLE_S)  # the last rounds' deferred exports
             for name, server in servers.items():
                 cpu[name].append(server.cpu_s())
+                main_cpu[name].append(server.main_thread_cpu_s())
             endpoint_cpu = self.endpoint.cpu_s() - endpoint_cpu
         rounds = {
             name: [
@@ -250,6 +253,9 @@ class Bench:
                     "p50_ms": load.p50_ms,
                     "p99_ms": load.p99_ms,
                     "cpu_us_per_request": (cpu[name][r + 1] - cpu[name][r])
+                    / max(load.requests, 1)
+                    * 1e6,
+                    "main_cpu_us_per_request": (main_cpu[name][r + 1] - main_cpu[name][r])
                     / max(load.requests, 1)
                     * 1e6,
                 }
@@ -458,10 +464,22 @@ def pieces(throughput: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for label, with_, without in PIECES:
         pairs = zip(throughput[with_]["rounds"], throughput[without]["rounds"], strict=True)
-        added = statistics.median(
-            a["cpu_us_per_request"] - b["cpu_us_per_request"] for a, b in pairs
+        diffs = [
+            (
+                a["cpu_us_per_request"] - b["cpu_us_per_request"],
+                a["main_cpu_us_per_request"] - b["main_cpu_us_per_request"],
+            )
+            for a, b in pairs
+        ]
+        out.append(
+            {
+                "piece": label,
+                "with": with_,
+                "without": without,
+                "cpu_us": statistics.median(d for d, _ in diffs),
+                "main_cpu_us": statistics.median(m for _, m in diffs),
+            }
         )
-        out.append({"piece": label, "with": with_, "without": without, "cpu_us": added})
     return out
 
 

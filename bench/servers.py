@@ -47,10 +47,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """utime + stime of a process (all its threads), or of its thread ``tid``, from /proc."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     # The command name (field 2) may contain spaces; everything after its ')' is numeric.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -101,6 +102,10 @@ class Server:
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.process.pid)
+
+    def main_thread_cpu_s(self) -> float:
+        """The event loop's thread (its tid is the pid); the rest is exporters and servers."""
+        return cpu_seconds(self.process.pid, self.process.pid)
 
     def rss_mb(self) -> float:
         return rss_mb(self.process.pid)
