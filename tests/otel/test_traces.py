@@ -102,14 +102,18 @@ async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
 
 async def test_timeout_marks_the_request_span(harness_factory) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, request_timeout_s=0.2)
+    h = harness_factory(providers=providers, request_timeout_s=0.5)
     async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
     assert root.attributes["fit_check.outcome"] == "timeout"
-    cut = by_name(spans, "fit_check.phase skeptical_comparison")[0]
+    # The phase running when time ran out: the first LLM phase, unless a loaded machine
+    # took the whole budget before it.
+    phases = [s for s in spans if s.name.startswith("fit_check.phase ")]
+    cut = max(phases, key=lambda s: s.start_time)
     assert cut.status.status_code is StatusCode.ERROR
+    assert all(s.status.status_code is not StatusCode.ERROR for s in phases if s is not cut)
 
 
 async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
