@@ -149,7 +149,7 @@ class Variant:
     otlp: Literal["live", "dead"] | None = None
 
 
-# In the order of a round: each variant a ratio is taken against runs close after it.
+# The order of a round: each variant runs soon after the one it is compared with.
 VARIANTS = {
     "baseline": Variant(BASELINE),
     "peer": Variant(BASELINE, peer=True),
