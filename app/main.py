@@ -45,6 +45,10 @@ def create_app(
         version=__version__,
         description="Streams an 'is this engineer a fit for you?' analysis over SSE.",
         lifespan=lifespan,
+        # FastAPI's own telemetry would put a server span in any global provider (such as
+        # opentelemetry-instrument sets) and make ours its child, exported without its root.
+        # otel/ provides all of this service's telemetry.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     install_error_handlers(app)

@@ -133,3 +133,36 @@ async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
         if capture:
             assert "Senior Python engineer" in llm[0].attributes["gen_ai.input.messages"]
             assert "Fit report" in llm[2].attributes["gen_ai.output.messages"]
+
+
+async def test_global_providers_get_no_second_copy_of_the_telemetry(
+    harness_factory, monkeypatch
+) -> None:
+    """FastAPI's own telemetry stays off, even where global providers exist.
+
+    ``opentelemetry-instrument`` or a host process may set them; FastAPI would then add a
+    second server span and its own HTTP metrics to every request, next to ours.
+    """
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    global_spans = InMemorySpanExporter()
+    global_tracer_provider = TracerProvider()
+    global_tracer_provider.add_span_processor(SimpleSpanProcessor(global_spans))
+    global_metrics = InMemoryMetricReader()
+    global_meter_provider = MeterProvider(metric_readers=[global_metrics])
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: global_tracer_provider)
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: global_meter_provider)
+
+    h = harness_factory()
+    async with in_process_client(h.app) as client:
+        response = await client.post(STREAM, json=QUERY)
+    assert "event: complete" in response.text
+    assert [s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER]
+    assert [s.name for s in global_spans.get_finished_spans()] == []
+    data = global_metrics.get_metrics_data()
+    assert data is None or not data.resource_metrics
