@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -170,8 +169,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def piece_rows(report: dict[str, Any]) -> list[list[str]]:
-    t = report["throughput"]
-    rows = [
+    return [
         [
             p["piece"],
             f"`{p['with']}` - `{p['without']}`",
@@ -180,14 +178,6 @@ def piece_rows(report: dict[str, Any]) -> list[list[str]]:
         ]
         for p in report["pieces"]
     ]
-    main_added = statistics.median(
-        f["main_cpu_us_per_request"] - b["main_cpu_us_per_request"]
-        for f, b in zip(t["full"]["rounds"], t["baseline"]["rounds"], strict=True)
-    )
-    rows.append(
-        ["all telemetry", "`full` - `baseline`", num(t["full"]["cpu_added_us"]), num(main_added)]
-    )
-    return rows
 
 
 def checks(report: dict[str, Any]) -> list[list[str]]:

@@ -168,6 +168,7 @@ PIECES = (
     ("spans recorded (HTTP, phase, provider), processed and exported", "full", "full-no-spans"),
     ("OTLP push (spans and metrics encoded and sent)", "full", "full-no-push"),
     ("metrics alone: spec instruments, /metrics, exemplars", "metrics-only", "baseline"),
+    ("all telemetry", "full", "baseline"),
 )
 
 

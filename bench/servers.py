@@ -126,8 +126,7 @@ class ServerSpec:
     peer: bool = False
 
 
-def _start(name: str, spec: ServerSpec, log_dir: Path) -> Server:
-    port = free_port()
+def _start(name: str, spec: ServerSpec, port: int, log_dir: Path) -> Server:
     if spec.peer:
         command = [str(BIN / "python"), "-m", "bench.peer_app"]
     else:
@@ -159,9 +158,15 @@ def serve_all(specs: dict[str, ServerSpec], *, log_dir: Path) -> Iterator[dict[s
     of servers is up in about the time one takes (a second of imports each).
     """
     servers: dict[str, Server] = {}
+    ports: set[int] = set()
     try:
         for name, spec in specs.items():
-            servers[name] = _start(name, spec, log_dir)
+            # Nothing listens yet, so the OS could hand out one free port twice.
+            port = free_port()
+            while port in ports:
+                port = free_port()
+            ports.add(port)
+            servers[name] = _start(name, spec, port, log_dir)
         for name, server in servers.items():
             try:
                 wait_http(f"{server.url}/health", timeout_s=60, process=server.process)
