@@ -14,6 +14,8 @@ from app import __version__
 from app.config import Settings
 from app.main import create_app
 from app.providers.factory import Providers
+from app.server import DrainingServer, server_config
+from app.service import FitCheckService
 from otel.instrument import instrument_app
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
@@ -39,23 +41,48 @@ def build_app(
     settings: Settings, runtime: TelemetryRuntime, providers: Providers | None = None
 ) -> FastAPI:
     """Wire an app to an already built telemetry runtime (tests pass in-memory ones)."""
+    if settings.metrics_port is not None:
+        runtime.serve_metrics(settings.metrics_host, settings.metrics_port, settings.metrics_token)
     app = create_app(
         settings, runtime.telemetry, providers=providers, on_shutdown=[runtime.shutdown]
     )
-    instrument_app(app, runtime.tracer_provider, trust_incoming_trace=settings.trust_incoming_trace)
+    service: FitCheckService = app.state.service
+    instrument_app(
+        app,
+        runtime.tracer_provider,
+        trust_incoming_trace=settings.trust_incoming_trace,
+        resume_parent=service.resume_trace_parent,
+    )
     return app
 
 
-def build() -> FastAPI:
+def build(settings: Settings | None = None) -> FastAPI:
     """The uvicorn factory: everything from the environment."""
-    settings = Settings()
+    settings = settings or Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     runtime = setup_telemetry(telemetry_config(settings))
-    if settings.metrics_port is not None:
-        runtime.serve_metrics(settings.metrics_host, settings.metrics_port)
     app = build_app(settings, runtime)
     # Everything built so far lives as long as the process: move it out of the collector's
     # way, so full collections under load walk only per-request objects.
     gc.collect()
     gc.freeze()
     return app
+
+
+def build_server(settings: Settings | None = None) -> DrainingServer:
+    """What ``fit-check serve`` runs: the app behind uvicorn with limits and a drain.
+
+    (``uvicorn app.asgi:build --factory`` serves the same app without them.)
+    """
+    settings = settings or Settings()
+    app = build(settings)
+    service: FitCheckService = app.state.service
+    config = server_config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        on_reject=service.telemetry.rejected,
+    )
+    return DrainingServer(config, drain=service.drain)

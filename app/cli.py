@@ -17,19 +17,9 @@ from app.pipeline.events import PHASES
 
 
 def serve(_args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.asgi import build_server
 
-    from app.config import Settings
-
-    settings = Settings()
-    uvicorn.run(
-        "app.asgi:build",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=False,
-    )
+    build_server().run()
     return 0
 
 

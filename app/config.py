@@ -23,81 +23,121 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- server -------------------------------------------------------------
-    host: str = Field("127.0.0.1", validation_alias="HOST")
-    port: int = Field(8000, ge=0, le=65535, validation_alias="PORT")
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    port: int = Field(default=8000, ge=0, le=65535, validation_alias="PORT")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3003"], validation_alias="ALLOWED_ORIGINS"
     )
-    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
-    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
 
     # --- providers ----------------------------------------------------------
     search_provider: Literal["offline", "google"] = Field(
-        "offline", validation_alias="FIT_CHECK_SEARCH_PROVIDER"
+        default="offline", validation_alias="FIT_CHECK_SEARCH_PROVIDER"
     )
     llm_provider: Literal["offline", "openai"] = Field(
-        "offline", validation_alias="FIT_CHECK_LLM_PROVIDER"
+        default="offline", validation_alias="FIT_CHECK_LLM_PROVIDER"
     )
-    profile_path: Path | None = Field(None, validation_alias="FIT_CHECK_PROFILE")
-    llm_model: str = Field("gpt-4o-mini", validation_alias="FIT_CHECK_LLM_MODEL")
-    openai_base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
-    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY", repr=False)
+    profile_path: Path | None = Field(default=None, validation_alias="FIT_CHECK_PROFILE")
+    llm_model: str = Field(default="gpt-4o-mini", validation_alias="FIT_CHECK_LLM_MODEL")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL"
+    )
+    openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY", repr=False)
     google_search_url: str = Field(
-        "https://www.googleapis.com/customsearch/v1", validation_alias="GOOGLE_SEARCH_URL"
+        default="https://www.googleapis.com/customsearch/v1", validation_alias="GOOGLE_SEARCH_URL"
     )
-    google_api_key: str | None = Field(None, validation_alias="GOOGLE_API_KEY", repr=False)
-    google_cse_id: str | None = Field(None, validation_alias="GOOGLE_CSE_ID")
-    search_queries: int = Field(3, ge=1, le=10, validation_alias="FIT_CHECK_SEARCH_QUERIES")
+    google_api_key: str | None = Field(default=None, validation_alias="GOOGLE_API_KEY", repr=False)
+    google_cse_id: str | None = Field(default=None, validation_alias="GOOGLE_CSE_ID")
+    search_queries: int = Field(default=3, ge=1, le=10, validation_alias="FIT_CHECK_SEARCH_QUERIES")
 
     # --- demo and test knobs --------------------------------------------------
-    latency_ms: int = Field(0, ge=0, le=60_000, validation_alias="FIT_CHECK_LATENCY_MS")
-    fault_rate_llm: float = Field(0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_LLM")
-    fault_rate_search: float = Field(
-        0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_SEARCH"
+    latency_ms: int = Field(default=0, ge=0, le=60_000, validation_alias="FIT_CHECK_LATENCY_MS")
+    fault_rate_llm: float = Field(
+        default=0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_LLM"
     )
-    fault_seed: int | None = Field(None, validation_alias="FIT_CHECK_FAULT_SEED")
+    fault_rate_search: float = Field(
+        default=0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_SEARCH"
+    )
+    fault_seed: int | None = Field(default=None, validation_alias="FIT_CHECK_FAULT_SEED")
 
     # --- resilience -----------------------------------------------------------
-    request_timeout_s: float = Field(120.0, gt=0, validation_alias="FIT_CHECK_REQUEST_TIMEOUT_S")
-    provider_timeout_s: float = Field(30.0, gt=0, validation_alias="FIT_CHECK_PROVIDER_TIMEOUT_S")
+    request_timeout_s: float = Field(
+        default=120.0, gt=0, validation_alias="FIT_CHECK_REQUEST_TIMEOUT_S"
+    )
+    provider_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias="FIT_CHECK_PROVIDER_TIMEOUT_S"
+    )
     breaker_failure_threshold: int = Field(
-        5, ge=1, validation_alias="FIT_CHECK_BREAKER_FAILURE_THRESHOLD"
+        default=5, ge=1, validation_alias="FIT_CHECK_BREAKER_FAILURE_THRESHOLD"
     )
     breaker_reset_timeout_s: float = Field(
-        30.0, gt=0, validation_alias="FIT_CHECK_BREAKER_RESET_TIMEOUT_S"
+        default=30.0, gt=0, validation_alias="FIT_CHECK_BREAKER_RESET_TIMEOUT_S"
     )
     max_concurrent_sessions: int = Field(
-        100, ge=1, validation_alias="FIT_CHECK_MAX_CONCURRENT_SESSIONS"
+        default=100, ge=1, validation_alias="FIT_CHECK_MAX_CONCURRENT_SESSIONS"
     )
-    max_body_bytes: int = Field(16_384, ge=1024, validation_alias="FIT_CHECK_MAX_BODY_BYTES")
-    sse_ping_s: float = Field(15.0, gt=0, validation_alias="FIT_CHECK_SSE_PING_S")
+    max_body_bytes: int = Field(
+        default=16_384, ge=1024, validation_alias="FIT_CHECK_MAX_BODY_BYTES"
+    )
+    sse_ping_s: float = Field(default=15.0, gt=0, validation_alias="FIT_CHECK_SSE_PING_S")
+    # --- behind browsers and load balancers -------------------------------------------------
+    # The `retry:` hint: how long an EventSource waits before it reconnects.
+    sse_retry_ms: int = Field(
+        default=2000, ge=100, le=60_000, validation_alias="FIT_CHECK_SSE_RETRY_MS"
+    )
+    # How long a session whose client went away keeps running (and its result kept) for
+    # the client to come back with Last-Event-ID: several retries at the hint above.
+    resume_window_s: float = Field(
+        default=10.0, ge=0, le=600, validation_alias="FIT_CHECK_RESUME_WINDOW_S"
+    )
+    replay_buffer_bytes: int = Field(
+        default=1_048_576, ge=4096, validation_alias="FIT_CHECK_REPLAY_BUFFER_BYTES"
+    )
+    # On SIGTERM: how long streams in flight may finish before they are ended. Shutdown
+    # takes at most this plus 5 s, inside Kubernetes' default 30 s termination grace.
+    shutdown_grace_s: float = Field(
+        default=20.0, ge=0, le=3600, validation_alias="FIT_CHECK_SHUTDOWN_GRACE_S"
+    )
+    max_header_bytes: int = Field(
+        default=32_768, ge=1024, le=1_048_576, validation_alias="FIT_CHECK_MAX_HEADER_BYTES"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="FIT_CHECK_HEADER_TIMEOUT_S"
+    )
 
     # --- telemetry --------------------------------------------------------------
-    environment: str = Field("local", validation_alias="FIT_CHECK_ENVIRONMENT")
-    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
-    otel_service_name: str = Field("fit-check", validation_alias="OTEL_SERVICE_NAME")
-    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    environment: str = Field(default="local", validation_alias="FIT_CHECK_ENVIRONMENT")
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_service_name: str = Field(default="fit-check", validation_alias="OTEL_SERVICE_NAME")
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     otlp_traces_endpoint: str | None = Field(
-        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
     otlp_metrics_endpoint: str | None = Field(
-        None, validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
-        "http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+        default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
     # The SDK's default batch is 512 spans: encoding one holds the GIL long enough to
     # triple the p99 of streams in flight (docs/performance.md). The queue size is read
     # here too, so that a small queue also caps the batch instead of failing the start.
-    span_batch_size: int = Field(64, ge=1, validation_alias="OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-    span_queue_size: int = Field(2048, ge=1, validation_alias="OTEL_BSP_MAX_QUEUE_SIZE")
-    trust_incoming_trace: bool = Field(False, validation_alias="FIT_CHECK_TRUST_TRACEPARENT")
-    metrics_token: str | None = Field(None, validation_alias="FIT_CHECK_METRICS_TOKEN", repr=False)
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, validation_alias="FIT_CHECK_METRICS_PORT"
+    span_batch_size: int = Field(
+        default=64, ge=1, validation_alias="OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
     )
-    metrics_host: str = Field("127.0.0.1", validation_alias="FIT_CHECK_METRICS_HOST")
-    capture_content: bool = Field(False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
+    span_queue_size: int = Field(default=2048, ge=1, validation_alias="OTEL_BSP_MAX_QUEUE_SIZE")
+    trust_incoming_trace: bool = Field(
+        default=False, validation_alias="FIT_CHECK_TRUST_TRACEPARENT"
+    )
+    metrics_token: str | None = Field(
+        default=None, validation_alias="FIT_CHECK_METRICS_TOKEN", repr=False
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, validation_alias="FIT_CHECK_METRICS_PORT"
+    )
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="FIT_CHECK_METRICS_HOST")
+    capture_content: bool = Field(default=False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
+from app.api.origins import JsonCORSMiddleware, OriginGate
 from app.api.routes import router
 from app.api.schemas import SSE_EVENT_MODELS
 from app.config import Settings
@@ -49,20 +49,30 @@ def create_app(
         # opentelemetry-instrument sets) and make ours its child, exported without its root.
         # otel/ provides all of this service's telemetry.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Starlette's trailing-slash redirect builds its Location from the Host header:
+        # a client-chosen host in a redirect. A wrong path is a plain 404 instead.
+        redirect_slashes=False,
     )
     app.state.service = service
-    install_error_handlers(app)
+    install_error_handlers(app, service.telemetry.rejected)
     app.include_router(router)
+    # Added innermost first: OriginGate -> CORS -> BodySizeLimit -> routes, so a refused
+    # origin costs nothing and an allowed page can read a 413.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=service.telemetry.rejected
+    )
     # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
     app.add_middleware(
-        CORSMiddleware,
+        JsonCORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", "Last-Event-ID"],
         expose_headers=["X-Session-Id", "traceresponse"],
         allow_credentials=False,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        OriginGate, allowed_origins=settings.allowed_origins, on_reject=service.telemetry.rejected
+    )
     _document_sse_events(app)
     return app
 

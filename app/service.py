@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.api.schemas import FitCheckRequest, HealthResponse
 from app.config import Settings
 from app.pipeline.analysis import load_profile
+from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
 from app.pipeline.gateway import ProviderGateway
 from app.pipeline.runner import FitCheckPipeline
 from app.pipeline.session import SessionRun
-from app.pipeline.sessions import SessionSlots
+from app.pipeline.sessions import LiveSessions
 from app.providers.factory import Providers
+from app.rejections import REJECTION_REASONS
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from otel.facade import Telemetry
+
+log = logging.getLogger("fit_check.service")
+
+#: After the grace period, how long the streams still running get to take their
+#: ``SHUTTING_DOWN`` event before the server closes what is left.
+FAREWELL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -25,8 +34,9 @@ class FitCheckService:
     telemetry: Telemetry
     providers: Providers
     breakers: dict[str, CircuitBreaker]
-    slots: SessionSlots
+    sessions: LiveSessions[SessionRun]
     pipeline: FitCheckPipeline
+    draining: bool = field(default=False)
 
     @classmethod
     def build(
@@ -58,39 +68,99 @@ class FitCheckService:
             telemetry=telemetry,
             providers=providers,
             breakers=breakers,
-            slots=SessionSlots(settings.max_concurrent_sessions),
+            sessions=LiveSessions(settings.max_concurrent_sessions),
             pipeline=pipeline,
         )
         telemetry.prepare(
             phases=PHASES,
             llm_model=providers.llm.model,
             search_provider=providers.search.name,
-            active_sessions=lambda: service.slots.active,
+            rejection_reasons=REJECTION_REASONS,
+            active_sessions=lambda: service.sessions.active,
             breaker_states=lambda: {n: STATE_VALUES[b.state] for n, b in breakers.items()},
         )
         return service
 
-    def open_session(self, request: FitCheckRequest, trace_id: str | None) -> SessionRun:
-        """Admit a session (raises SessionLimitReached past the limit) and prepare its run."""
-        slot = self.slots.acquire()
-        return SessionRun(
+    # --- sessions -----------------------------------------------------------------------
+    def open_session(self, request: FitCheckRequest, trace: tuple[str, str] | None) -> SessionRun:
+        """Admit a session (raises SessionLimitReached past the limit) and prepare its run.
+
+        ``trace`` is the current request's (trace id, ``traceparent``), when it is traced.
+        """
+        settings = self.settings
+        run = SessionRun(
+            key=new_stream_key(),
             session_id=request.session_id or str(uuid.uuid4()),
             query=request.query,
             include_thoughts=request.include_thoughts,
             pipeline=self.pipeline,
             telemetry=self.telemetry,
-            slot=slot,
-            timeout_s=self.settings.request_timeout_s,
-            trace_id=trace_id,
+            timeout_s=settings.request_timeout_s,
+            trace_id=trace[0] if trace else None,
+            trace_parent=trace[1] if trace else None,
+            resume_window_s=settings.resume_window_s,
+            replay_bytes=settings.replay_buffer_bytes,
+            retry_ms=settings.sse_retry_ms,
+            on_closed=self.sessions.discard,
+        )
+        self.sessions.add(run)
+        return run
+
+    def resumable(self, last: LastEventId) -> SessionRun | None:
+        """The live session a client can read on from, or None (answer 204: stop)."""
+        if last.terminal:
+            return None
+        run = self.sessions.get(last.key)
+        if run is None:
+            return None
+        if not run.can_resume_after(last.seq):
+            run.abandon()
+            return None
+        return run
+
+    def resume_trace_parent(self, last_event_id: str) -> str | None:
+        """For the tracing middleware: the span a reconnect's server span is a child of."""
+        last = parse_last_event_id(last_event_id)
+        if last is None or last.terminal:
+            return None
+        run = self.sessions.get(last.key)
+        return run.trace_parent if run is not None and run.can_resume_after(last.seq) else None
+
+    # --- draining -------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Refuse new streams, let running ones finish for the grace period, then end the
+        rest with ``SHUTTING_DOWN``. Returns when no session is left, or at the deadline."""
+        if self.draining:
+            return
+        self.draining = True
+        grace_s = self.settings.shutdown_grace_s
+        started = time.monotonic()
+        log.info(
+            "Draining: refusing new streams",
+            extra={"active_sessions": self.sessions.active, "grace_s": grace_s},
+        )
+        if not await self.sessions.wait_empty(grace_s):
+            left = self.sessions.all()
+            log.warning("Grace period over; ending the streams left", extra={"streams": len(left)})
+            for run in left:
+                run.shut_down()
+            await self.sessions.wait_empty(FAREWELL_S)
+        log.info(
+            "Drained",
+            extra={
+                "active_sessions": self.sessions.active,
+                "duration_ms": int((time.monotonic() - started) * 1000),
+            },
         )
 
+    # --- health ---------------------------------------------------------------------------
     def health(self) -> HealthResponse:
         states = {name: breaker.state.value for name, breaker in self.breakers.items()}
         degraded = any(state == BreakerState.OPEN for state in states.values())
         return HealthResponse(
             status="degraded" if degraded else "healthy",
-            agent_ready=True,
-            active_sessions=self.slots.active,
+            agent_ready=not self.draining,
+            active_sessions=self.sessions.active,
             circuit_breakers=states,  # type: ignore[arg-type]
             timestamp=time.time(),
         )

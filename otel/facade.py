@@ -43,6 +43,8 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
 OUTCOME_ATTRIBUTE = "fit_check.outcome"
+CANCEL_REASON_ATTRIBUTE = "fit_check.cancel_reason"
+RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
 
 
@@ -54,6 +56,11 @@ class RequestScope:
     started: float
     outcome: str = "success"
     first_event_seen: bool = False
+    #: Why a ``cancelled`` request was cancelled: ``client_gone`` or ``shutdown``.
+    cancel_reason: str | None = None
+    #: When the last reader's stream ended, if nobody is reading: a cancelled request's
+    #: duration ends there, not when its resume window ran out.
+    stream_ended: float | None = None
 
 
 @dataclass(slots=True)
@@ -113,12 +120,16 @@ class Telemetry:
         phases: tuple[str, ...],
         llm_model: str,
         search_provider: str,
+        rejection_reasons: tuple[str, ...],
         active_sessions: Callable[[], int],
         breaker_states: Callable[[], Mapping[str, int]],
     ) -> None:
         """Zero-fill the closed label sets and watch the service's own state."""
         self._instruments.zero_fill(
-            phases=phases, llm_models=(llm_model,), search_providers=(search_provider,)
+            phases=phases,
+            llm_models=(llm_model,),
+            search_providers=(search_provider,),
+            rejection_reasons=rejection_reasons,
         )
         self._instruments.observe_state(
             active_sessions=active_sessions, breaker_states=breaker_states
@@ -156,22 +167,52 @@ class Telemetry:
             yield scope
         except asyncio.CancelledError:
             scope.outcome = "cancelled"
+            scope.cancel_reason = scope.cancel_reason or "client_gone"
             raise
         except BaseException:
             scope.outcome = "error"
             raise
         finally:
-            duration = time.perf_counter() - scope.started
+            ended = time.perf_counter()
+            if scope.outcome == "cancelled" and scope.stream_ended is not None:
+                ended = scope.stream_ended
+            duration = ended - scope.started
             span.set_attribute(OUTCOME_ATTRIBUTE, scope.outcome)
+            extra: dict[str, object] = {
+                "status": scope.outcome,
+                "duration_ms": int(duration * 1000),
+            }
             if scope.outcome != "success":
                 span.set_status(Status(StatusCode.ERROR, scope.outcome))
+            if scope.outcome == "cancelled" and scope.cancel_reason:
+                span.set_attribute(CANCEL_REASON_ATTRIBUTE, scope.cancel_reason)
+                extra["reason"] = scope.cancel_reason
             self._instruments.requests.add(1, self._status_attrs[scope.outcome])
             self._instruments.request_duration.record(duration)
-            log.info(
-                "Request completed",
-                extra={"status": scope.outcome, "duration_ms": int(duration * 1000)},
-            )
+            log.info("Request completed", extra=extra)
             context.detach(token)
+
+    @contextmanager
+    def session_context(self, session_id: str) -> Iterator[None]:
+        """Make ``session_id`` current for all an HTTP request does: its log lines (uvicorn's
+        access-log line among them) and the spans started under it."""
+        token = bind_session(session_id)
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+    @staticmethod
+    def stream_resumed(session_id: str, after: int) -> None:
+        """A reconnect reads on from event ``after``: said on its server span and logged."""
+        span = trace.get_current_span()
+        span.set_attribute(SESSION_ID_ATTRIBUTE, session_id)
+        span.set_attribute(RESUMED_AFTER_ATTRIBUTE, after)
+        log.info("Stream resumed", extra={"after_event": after})
+
+    def rejected(self, reason: str) -> None:
+        """A request refused before any work started (load shedding, limits, bad input)."""
+        self._instruments.rejected.add(1, {"reason": reason})
 
     def first_event(self, scope: RequestScope) -> None:
         """Record time to first event once per request (the first phase the client sees)."""

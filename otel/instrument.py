@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -9,54 +10,99 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import Span, TracerProvider, get_current_span
+from opentelemetry.trace import Span, SpanContext, TracerProvider, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otel.redact import redact_url_attributes
+
 #: Not traced: scrapes and probes would drown the traces people look for.
-EXCLUDED_URLS = "/metrics,/health,/api/fit-check/health"
+EXCLUDED_URLS = "/metrics,/health,/ready,/api/fit-check/health"
 _CALLER_KEY = "fit_check.caller_span_context"
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_UNTRUSTED_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+_LAST_EVENT_ID = b"last-event-id"
 _propagator = TraceContextTextMapPropagator()
 
+#: Given a reconnect's ``Last-Event-ID``, the ``traceparent`` of the session it resumes.
+ResumeParent = Callable[[str], "str | None"]
 
-class UntrustedTraceContext:
-    """Hides a caller's ``traceparent`` from the server span, keeping it for a link.
 
-    A public endpoint should not let anyone on the internet choose its trace ids or
-    sampling decision (a forced ``sampled`` flag on every request is a cheap way to make a
-    service export everything). The caller's context becomes a span link instead, so a
-    caller that does trace us can still find our trace.
+class IncomingTraceGate:
+    """Decides the parent of each request's server span before the instrumentor reads it.
+
+    * Untrusted (the default): a caller's ``traceparent``, ``tracestate`` and ``baggage``
+      are hidden from the server span. A public endpoint should not let anyone on the
+      internet choose its trace ids or sampling decision (a forced ``sampled`` flag on
+      every request is a cheap way to make a service export everything), nor have their
+      baggage forwarded to our LLM and search providers (the outbound instrumentation
+      propagates whatever context is current). The caller's trace context becomes a span
+      link instead, so a caller that does trace us can still find our trace.
+    * A reconnect that resumes a live session (``Last-Event-ID``): its server span is made
+      a child of the session's first span, so one session is one trace however many times
+      its client reconnects. This context is ours, so it is trusted either way.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, trust_caller: bool, resume_parent: ResumeParent | None
+    ) -> None:
         self._app = app
+        self._trust_caller = trust_caller
+        self._resume_parent = resume_parent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            headers = scope["headers"]
-            carrier = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS
-            }
-            if carrier:
-                caller = get_current_span(_propagator.extract(carrier)).get_span_context()
-                scope = {
-                    **scope,
-                    "headers": [(k, v) for k, v in headers if k not in _TRACE_HEADERS],
-                }
-                if caller.is_valid:
-                    scope[_CALLER_KEY] = caller
+            scope = self._gate(scope)
         await self._app(scope, receive, send)
 
+    def _gate(self, scope: Scope) -> Scope:
+        headers = scope["headers"]
+        resumed = None
+        if self._resume_parent is not None:
+            for name, value in headers:
+                if name == _LAST_EVENT_ID:
+                    resumed = self._resume_parent(value.decode("latin-1"))
+                    break
+        if resumed is None and self._trust_caller:
+            return scope
+        incoming = [(k, v) for k, v in headers if k in _UNTRUSTED_HEADERS]
+        if not incoming and resumed is None:
+            return scope
+        kept = [(k, v) for k, v in headers if k not in _UNTRUSTED_HEADERS]
+        if resumed is not None:
+            kept.append((b"traceparent", resumed.encode("latin-1")))
+            if self._trust_caller:  # keep a trusted caller's baggage
+                kept.extend((k, v) for k, v in incoming if k == b"baggage")
+        scope = {**scope, "headers": kept}
+        caller = _caller_span_context(incoming)
+        if caller is not None:
+            scope[_CALLER_KEY] = caller
+        return scope
 
-def _link_caller(span: Span, scope: dict[str, Any]) -> None:
+
+def _caller_span_context(headers: list[tuple[bytes, bytes]]) -> SpanContext | None:
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k != b"baggage"}
+    if not carrier:
+        return None
+    caller = get_current_span(_propagator.extract(carrier)).get_span_context()
+    return caller if caller.is_valid else None
+
+
+def _server_request_hook(span: Span, scope: dict[str, Any]) -> None:
+    """Runs once the instrumentor has set the server span's request attributes."""
+    if not span.is_recording():
+        return
+    redact_url_attributes(span)
     caller = scope.get(_CALLER_KEY)
-    if caller is not None and span.is_recording():
+    if caller is not None:
         span.add_link(caller, {"fit_check.link": "untrusted caller"})
 
 
 def instrument_app(
-    app: FastAPI, tracer_provider: TracerProvider | None, *, trust_incoming_trace: bool = False
+    app: FastAPI,
+    tracer_provider: TracerProvider | None,
+    *,
+    trust_incoming_trace: bool = False,
+    resume_parent: ResumeParent | None = None,
 ) -> None:
     """Server span per request; no per-event ``send``/``receive`` spans; no HTTP metrics.
 
@@ -71,12 +117,17 @@ def instrument_app(
         meter_provider=NoOpMeterProvider(),
         excluded_urls=EXCLUDED_URLS,
         exclude_spans=["send", "receive"],
-        server_request_hook=None if trust_incoming_trace else _link_caller,
+        server_request_hook=_server_request_hook,
     )
-    if not trust_incoming_trace:
-        # Outside the instrumentor's middleware, which is where the headers are read.
-        build_stack = app.build_middleware_stack
-        app.build_middleware_stack = lambda: UntrustedTraceContext(build_stack())  # type: ignore[method-assign]
+    # Outside the instrumentor's middleware, which is where the headers are read.
+    build_stack = app.build_middleware_stack
+
+    def gated_stack() -> ASGIApp:
+        return IncomingTraceGate(
+            build_stack(), trust_caller=trust_incoming_trace, resume_parent=resume_parent
+        )
+
+    app.build_middleware_stack = gated_stack  # type: ignore[method-assign]
 
 
 def instrument_http_client(client: httpx.AsyncClient, tracer_provider: TracerProvider) -> None:

@@ -85,6 +85,10 @@ class Instruments:
             description="Time spent in each pipeline phase",
             explicit_bucket_boundaries_advisory=PHASE_DURATION_BUCKETS,
         )
+        self.rejected = meter.create_counter(
+            "fit_check.rejected_requests",
+            description="Requests refused before any work started, by reason",
+        )
         self.llm_calls = meter.create_counter(
             "fit_check.llm.calls", description="LLM calls by model and outcome"
         )
@@ -124,11 +128,18 @@ class Instruments:
         self._meter = meter
 
     def zero_fill(
-        self, *, phases: Iterable[str], llm_models: Iterable[str], search_providers: Iterable[str]
+        self,
+        *,
+        phases: Iterable[str],
+        llm_models: Iterable[str],
+        search_providers: Iterable[str],
+        rejection_reasons: Iterable[str],
     ) -> None:
         """Create every combination of the closed label sets at 0, so ratios have data early."""
         for status in REQUEST_STATUSES:
             self.requests.add(0, {"status": status})
+        for reason in rejection_reasons:
+            self.rejected.add(0, {"reason": reason})
         for phase in phases:
             for status in PHASE_STATUSES:
                 self.phase_completions.add(0, {"phase": phase, "status": status})

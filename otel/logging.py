@@ -20,6 +20,7 @@ from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from otel.context import current_session_id
+from otel.redact import redact_url
 
 _CONTEXT_FIELDS = ("trace_id", "span_id", "session_id")
 _LINE_SEPARATORS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -42,6 +43,34 @@ class TraceContextFilter(logging.Filter):
         else:
             record.trace_id = record.span_id = None
         record.session_id = current_session_id()
+        return True
+
+
+class UntrustedTextFilter(logging.Filter):
+    """Keeps text a client chose out of lines written by libraries.
+
+    * uvicorn's access line carries the request path with its query string, which for the
+      GET form is the user's own text, and httpx's request line (at DEBUG, or INFO where a
+      user turns it on) the search API's URL with the user's text in ``q=``: query values
+      are redacted (``query=REDACTED``).
+    * OpenTelemetry's baggage propagator warns about a malformed or oversized ``baggage``
+      header by quoting it whole (a 64 KB header made a 65 KB line): only its length is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access":
+            args = record.args
+            if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+                record.args = (*args[:2], redact_url(args[2]), *args[3:])
+        elif record.name == "httpx" and isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(str(arg)) if "?" in str(arg) else arg for arg in record.args
+            )
+        elif record.name.startswith("opentelemetry.baggage") and isinstance(record.args, tuple):
+            record.args = tuple(
+                f"<{len(arg)} characters not logged>" if isinstance(arg, str) else arg
+                for arg in record.args
+            )
         return True
 
 
@@ -119,14 +148,22 @@ def text_formatter() -> logging.Formatter:
     )
 
 
+def log_handler(fmt: Literal["text", "json"], stream: IO[str]) -> logging.Handler:
+    """The service's handler: its format, trace context on every line, no untrusted text,
+    and the SDK's repeated errors rate-limited."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter() if fmt == "json" else text_formatter())
+    handler.addFilter(TraceContextFilter())
+    handler.addFilter(UntrustedTextFilter())
+    handler.addFilter(TelemetryNoiseLimiter())
+    return handler
+
+
 def configure_logging(
     *, level: str, fmt: Literal["text", "json"], stream: IO[str] | None = None
 ) -> logging.Handler:
     """Route the root logger, and uvicorn's, through one handler; returns that handler."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(json_formatter() if fmt == "json" else text_formatter())
-    handler.addFilter(TraceContextFilter())
-    handler.addFilter(TelemetryNoiseLimiter())
+    handler = log_handler(fmt, stream or sys.stdout)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -20,11 +20,12 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, start_http_server
 
 from otel.exporters import otlp_metric_exporter, otlp_span_exporter
 from otel.facade import Telemetry
+from otel.redact import UrlRedactingSpanProcessor
 from otel.resource import build_resource
+from otel.scrape import exposition_renderer, serve_metrics_port
 from otel.spans import SessionIdSpanProcessor
 
 log = logging.getLogger("fit_check.telemetry")
@@ -65,12 +66,22 @@ class TelemetryRuntime:
     _metrics_server: WSGIServer | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
-    def serve_metrics(self, host: str, port: int) -> int | None:
-        """Serve ``/metrics`` on a port of its own (kept off the public one); returns it."""
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``serve_metrics`` bound, if it was called."""
+        return None if self._metrics_server is None else self._metrics_server.server_port
+
+    def serve_metrics(self, host: str, port: int, token: str | None = None) -> int | None:
+        """Serve ``/metrics`` on a port of its own (kept off the public one); returns it.
+
+        ``token``, when set, is required there too, as on the public port.
+        """
         if self.registry is None:
             return None
-        self._metrics_server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._metrics_server.server_port
+        self._metrics_server, bound = serve_metrics_port(
+            exposition_renderer(self.registry), host, port, token
+        )
+        return bound
 
     def shutdown(self) -> bool:
         """Flush and stop within ``shutdown_timeout_s``; True if everything finished in time.
@@ -134,6 +145,7 @@ def setup_telemetry(
 
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     tracer_provider.add_span_processor(SessionIdSpanProcessor())
+    tracer_provider.add_span_processor(UrlRedactingSpanProcessor())
     for processor in extra_span_processors:
         tracer_provider.add_span_processor(processor)
     span_exporter = otlp_span_exporter(
@@ -162,15 +174,11 @@ def setup_telemetry(
         resource=resource, metric_readers=readers, shutdown_on_exit=False
     )
 
-    def render(accept: str | None) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(registry), content_type
-
     telemetry = Telemetry(
         tracer=tracer_provider.get_tracer(SCOPE, config.service_version),
         meter=meter_provider.get_meter(SCOPE, config.service_version),
         service_version=config.service_version,
-        render_metrics=render,
+        render_metrics=exposition_renderer(registry),
         capture_content=config.capture_content,
         tracer_provider=tracer_provider,
     )

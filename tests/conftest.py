@@ -12,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from app.asgi import build_app
 from app.config import Settings
 from app.providers.factory import Providers
-from otel.logging import TraceContextFilter, json_formatter
+from app.server import DrainingServer, server_config
+from otel.logging import log_handler
 from otel.testing import CapturedTelemetry, captured_telemetry
 
 
@@ -69,12 +70,21 @@ async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class LiveServer:
-    """uvicorn serving an app on 127.0.0.1 in the test's own event loop."""
+    """The service's own server (limits, drain) on 127.0.0.1, in the test's event loop."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    def __init__(self, app: Starlette) -> None:
+        service = getattr(app.state, "service", None)  # None: a fake third-party API
+        settings = service.settings if service is not None else make_settings()
+        config = server_config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            on_reject=service.telemetry.rejected if service is not None else lambda _r: None,
         )
+        self.server = DrainingServer(config, drain=service.drain if service else _no_drain)
+        self._server = self.server
         self._task: asyncio.Task[None] | None = None
         self.url = ""
 
@@ -94,8 +104,12 @@ class LiveServer:
         await asyncio.wait_for(self._task, 10)
 
 
+async def _no_drain() -> None:
+    return None
+
+
 @pytest.fixture
-def live_server() -> Callable[[FastAPI], LiveServer]:
+def live_server() -> Callable[[Starlette], LiveServer]:
     return LiveServer
 
 
@@ -125,10 +139,9 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
+    """The service's own JSON handler (all its filters), writing into a buffer."""
     buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(json_formatter())
-    handler.addFilter(TraceContextFilter())
+    handler = log_handler("json", buffer)
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)

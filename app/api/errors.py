@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,7 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.schemas import ErrorBody, FieldError
+from app.api.schemas import ErrorBody, FieldError, FitCheckRequest
+from app.rejections import RejectionReason
+
+#: Field names an error may name; anything else in a location came from the client.
+_KNOWN_FIELDS = frozenset({*FitCheckRequest.model_fields, "Last-Event-ID"})
+_UNKNOWN_FIELD = "(unknown field)"
+#: However much a client sends, an error answer lists at most this many problems.
+MAX_FIELD_ERRORS = 10
+_MAX_MESSAGE_CHARS = 200
 
 _HTTP_CODES = {
     404: "NOT_FOUND",
@@ -31,32 +39,47 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _field_name(part: object) -> str:
+    if isinstance(part, int) or part in _KNOWN_FIELDS:
+        return str(part)
+    return _UNKNOWN_FIELD
+
+
 def _field_errors(raw: Sequence[Any]) -> list[FieldError]:
-    """Pydantic's errors without their ``input``: echoing hostile input back helps nobody."""
-    result = []
+    """Pydantic's errors, bounded and without input: no ``input``, no unknown field names
+    (``{"<script>": 1}`` must not come back), at most MAX_FIELD_ERRORS distinct ones, so a
+    body of ten thousand unknown keys gets a short answer."""
+    result: list[FieldError] = []
+    seen: set[tuple[str, str]] = set()
     for err in raw:
         loc = list(err.get("loc", ()))
-        if loc and loc[0] in ("body", "query"):  # where it came from, not which field
+        if loc and loc[0] in ("body", "query", "header"):  # where it came from
             loc = loc[1:]
-        location = [str(part) for part in loc]
-        message = str(err.get("msg", "invalid"))
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        result.append(
-            FieldError(
-                field=".".join(location) or "body",
-                rule=str(err.get("type", "invalid")),
-                message=message,
-            )
-        )
+        field = ".".join(_field_name(part) for part in loc) or "body"
+        rule = str(err.get("type", "invalid"))
+        if (field, rule) in seen:
+            continue
+        seen.add((field, rule))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if rule == "extra_forbidden":
+            message = f"unknown field; accepted: {', '.join(FitCheckRequest.model_fields)}"
+        result.append(FieldError(field=field, rule=rule, message=message[:_MAX_MESSAGE_CHARS]))
+        if len(result) == MAX_FIELD_ERRORS:
+            break
     return result
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = _field_errors(exc.errors())
-    summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    return error_response(422, "INVALID_QUERY", summary or "Invalid request", errors)
+def _validation_handler(
+    on_reject: Callable[[RejectionReason], None],
+) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        on_reject("invalid_request")
+        errors = _field_errors(exc.errors())
+        summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return error_response(422, "INVALID_QUERY", summary or "Invalid request", errors)
+
+    return handle
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -69,6 +92,6 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _validation_error)
+def install_error_handlers(app: FastAPI, on_reject: Callable[[RejectionReason], None]) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler(on_reject))
     app.add_exception_handler(StarletteHTTPException, _http_error)

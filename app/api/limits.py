@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.rejections import RejectionReason
 
 
 class BodyTooLarge(Exception):
@@ -18,9 +21,12 @@ class BodySizeLimit:
     is caught by counting.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, on_reject: Callable[[RejectionReason], None]
+    ) -> None:
         self._app = app
         self._max = max_bytes
+        self._on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +65,7 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
+        self._on_reject("payload_too_large")
         body = json.dumps(
             {
                 "code": "PAYLOAD_TOO_LARGE",

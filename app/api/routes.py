@@ -1,11 +1,10 @@
-"""HTTP routes: the stream (POST and GET), health, liveness and metrics."""
+"""HTTP routes: the stream (POST and GET), health, readiness, liveness and metrics."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
@@ -16,13 +15,18 @@ from app.api.schemas import (
     FitCheckRequest,
     HealthResponse,
     LivenessResponse,
+    ReadinessResponse,
     sse_event_schema,
 )
+from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
 from app.pipeline.session import SessionRun
 from app.pipeline.sessions import SessionLimitReached
 from app.service import FitCheckService
+from otel.facade import Telemetry
+from otel.scrape import bearer_token_matches
 
 RETRY_AFTER_S = 5
+SHUTTING_DOWN_RETRY_AFTER_S = 1
 
 
 async def get_service(request: Request) -> FitCheckService:
@@ -31,25 +35,51 @@ async def get_service(request: Request) -> FitCheckService:
 
 
 ServiceDep = Annotated[FitCheckService, Depends(get_service)]
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=MAX_LAST_EVENT_ID_LENGTH,
+        description="Sent by an EventSource that reconnects: resume the stream after "
+        "this event, or get 204 (stop reconnecting) when there is nothing to resume. "
+        "Never starts a new analysis.",
+    ),
+]
 
 
 class SessionStreamResponse(EventSourceResponse):
-    """An SSE response that owns its session: started when sent, closed however it ends.
+    """An SSE response reading a session from event ``after`` on.
 
-    Closing in ``__call__``'s ``finally`` covers the paths a generator's own cleanup
-    misses, such as a client that disconnects before the first event is read.
+    The response that opened the session (``after`` is None) starts it and, when its own
+    stream ends however it ends, lingers until the session is settled: a reconnect may
+    still pick the session up, and the opening request's span stays the trace's root.
     """
 
-    def __init__(self, run: SessionRun, *, ping_s: float, headers: dict[str, str]) -> None:
-        super().__init__(run.frames(), ping=ping_s, headers=headers)
+    def __init__(
+        self,
+        run: SessionRun,
+        telemetry: Telemetry,
+        *,
+        after: int | None,
+        ping_s: float,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(run.frames(after), ping=ping_s, headers=headers)
+        # Connection is hop-by-hop: the server decides (HTTP/1.0 clients get `close`).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"connection"]
         self._run = run
+        self._telemetry = telemetry
+        self._opens = after is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._run.start()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._run.close()
+        with self._telemetry.session_context(self._run.session_id):
+            if self._opens:
+                self._run.start()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                if self._opens:
+                    await self._run.linger()
 
 
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -57,30 +87,75 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
         "description": SSE_DESCRIPTION,
         "content": {"text/event-stream": {"schema": sse_event_schema()}},
     },
+    204: {"description": "Last-Event-ID names a stream that ended or is not here: stop"},
+    400: {"model": ErrorBody, "description": "Last-Event-ID is not an id this service sent"},
+    403: {"model": ErrorBody, "description": "Origin header not in ALLOWED_ORIGINS"},
     413: {"model": ErrorBody, "description": "Body larger than FIT_CHECK_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "Invalid query, session_id or body"},
     429: {"model": ErrorBody, "description": "FIT_CHECK_MAX_CONCURRENT_SESSIONS reached"},
+    503: {"model": ErrorBody, "description": "The instance is shutting down: retry"},
 }
 
 router = APIRouter()
 
 
-def _open_stream(service: ServiceDep, body: FitCheckRequest) -> Response:
-    trace = service.telemetry.trace_header()
+def _stream_headers(session_id: str, trace: tuple[str, str] | None) -> dict[str, str]:
+    headers = {"X-Session-Id": session_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if trace is not None:
+        headers["traceresponse"] = trace[1]
+    return headers
+
+
+def _open_stream(
+    service: FitCheckService, body: FitCheckRequest, last_event_id: str | None
+) -> Response:
+    if last_event_id is not None:
+        return _resume_stream(service, last_event_id)
+    telemetry = service.telemetry
+    if service.draining:
+        telemetry.rejected("shutting_down")
+        return error_response(
+            503,
+            "SHUTTING_DOWN",
+            "this instance is shutting down; send the request again",
+            headers={"Retry-After": str(SHUTTING_DOWN_RETRY_AFTER_S), "Connection": "close"},
+        )
+    trace = telemetry.trace_header()
     try:
-        run = service.open_session(body, trace_id=trace[0] if trace else None)
+        run = service.open_session(body, trace)
     except SessionLimitReached as exc:
+        telemetry.rejected("rate_limited")
         return error_response(
             429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
         )
-    headers = {
-        "X-Session-Id": run.session_id,
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    }
-    if trace is not None:
-        headers["traceresponse"] = trace[1]
-    return SessionStreamResponse(run, ping_s=service.settings.sse_ping_s, headers=headers)
+    return SessionStreamResponse(
+        run,
+        telemetry,
+        after=None,
+        ping_s=service.settings.sse_ping_s,
+        headers=_stream_headers(run.session_id, trace),
+    )
+
+
+def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
+    """A reconnect never starts an analysis: it reads on, or is told to stop (204)."""
+    last = parse_last_event_id(last_event_id)
+    if last is None:
+        service.telemetry.rejected("invalid_request")
+        return error_response(
+            400, "INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id this service sent"
+        )
+    run = service.resumable(last)
+    if run is None:
+        return Response(status_code=204)
+    service.telemetry.stream_resumed(run.session_id, last.seq)
+    return SessionStreamResponse(
+        run,
+        service.telemetry,
+        after=last.seq,
+        ping_s=service.settings.sse_ping_s,
+        headers=_stream_headers(run.session_id, service.telemetry.trace_header()),
+    )
 
 
 @router.post(
@@ -90,8 +165,10 @@ def _open_stream(service: ServiceDep, body: FitCheckRequest) -> Response:
     summary="Stream a fit analysis (SSE)",
     tags=["fit-check"],
 )
-async def stream_post(body: FitCheckRequest, service: ServiceDep) -> Response:
-    return _open_stream(service, body)
+async def stream_post(
+    body: FitCheckRequest, service: ServiceDep, last_event_id: LastEventIdHeader = None
+) -> Response:
+    return _open_stream(service, body, last_event_id)
 
 
 @router.get(
@@ -101,8 +178,12 @@ async def stream_post(body: FitCheckRequest, service: ServiceDep) -> Response:
     summary="Stream a fit analysis (SSE) for EventSource clients",
     tags=["fit-check"],
 )
-async def stream_get(params: Annotated[FitCheckRequest, Query()], service: ServiceDep) -> Response:
-    return _open_stream(service, params)
+async def stream_get(
+    params: Annotated[FitCheckRequest, Query()],
+    service: ServiceDep,
+    last_event_id: LastEventIdHeader = None,
+) -> Response:
+    return _open_stream(service, params, last_event_id)
 
 
 @router.get("/api/fit-check/health", response_model=HealthResponse, tags=["health"])
@@ -115,6 +196,18 @@ async def liveness() -> LivenessResponse:
     return LivenessResponse()
 
 
+@router.get(
+    "/ready",
+    response_model=ReadinessResponse,
+    responses={503: {"model": ErrorBody, "description": "Draining: send no new streams here"}},
+    tags=["health"],
+)
+async def readiness(service: ServiceDep) -> Response | ReadinessResponse:
+    if service.draining:
+        return error_response(503, "SHUTTING_DOWN", "this instance is draining")
+    return ReadinessResponse()
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, service: ServiceDep) -> Response:
     settings = service.settings
@@ -122,15 +215,15 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
         return error_response(
             404, "NOT_FOUND", f"metrics are served on port {settings.metrics_port}"
         )
-    if settings.metrics_token is not None:
-        given = request.headers.get("authorization", "")
-        if not secrets.compare_digest(given.encode(), f"Bearer {settings.metrics_token}".encode()):
-            return error_response(
-                401,
-                "UNAUTHORIZED",
-                "metrics need a bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    if settings.metrics_token is not None and not bearer_token_matches(
+        request.headers.get("authorization"), settings.metrics_token
+    ):
+        return error_response(
+            401,
+            "UNAUTHORIZED",
+            "metrics need a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     rendered = service.telemetry.render_metrics(request.headers.get("accept"))
     if rendered is None:
         return error_response(404, "NOT_FOUND", "metrics are off (OTEL_SDK_DISABLED=true)")

@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     SEARCH_ERROR = "SEARCH_ERROR"
     LLM_ERROR = "LLM_ERROR"
     TIMEOUT = "TIMEOUT"
+    #: The instance is shutting down; the same request sent again is served elsewhere.
+    SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 TERMINAL_EVENTS = frozenset({"complete", "error"})
@@ -46,10 +48,14 @@ class Event:
     def terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
-    def encode(self) -> bytes:
+    def encode(self, event_id: str) -> bytes:
         """The event's SSE frame. JSON escapes CR and LF, so a payload is always one
         ``data:`` line and can never end the frame early or forge another event."""
-        return b"event: %s\r\ndata: %s\r\n\r\n" % (self.type.encode(), _json(self.data))
+        return b"id: %s\r\nevent: %s\r\ndata: %s\r\n\r\n" % (
+            event_id.encode(),
+            self.type.encode(),
+            _json(self.data),
+        )
 
 
 def _json(data: dict[str, Any]) -> bytes:

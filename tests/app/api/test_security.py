@@ -7,6 +7,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from tests.conftest import in_process_client, parse_sse
+from tests.fakes import counting_providers
 
 STREAM = "/api/fit-check/stream"
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -31,10 +32,19 @@ async def test_preflight_from_another_origin_is_refused(client: httpx.AsyncClien
     response = await client.options(
         STREAM, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
-    assert response.status_code == 400
+    assert response.status_code == 403
+    assert response.json()["code"] == "ORIGIN_NOT_ALLOWED"
     assert "access-control-allow-origin" not in response.headers
-    simple = await client.get("/health", headers={"Origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in simple.headers
+    assert "evil" not in response.text
+
+
+async def test_refused_preflight_of_an_allowed_origin_is_json(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        STREAM, headers={"Origin": "http://localhost:3003", "Access-Control-Request-Method": "PUT"}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == "CORS_PREFLIGHT_REFUSED"
 
 
 async def test_exposes_the_session_and_trace_headers(client: httpx.AsyncClient) -> None:
@@ -95,7 +105,7 @@ async def test_metrics_behind_a_bearer_token(harness_factory) -> None:
 
 async def test_metrics_on_a_port_of_their_own(harness_factory) -> None:
     h = harness_factory(metrics_port=0)
-    port = h.telemetry.runtime.serve_metrics("127.0.0.1", 0)
+    port = h.telemetry.runtime.metrics_port
     try:
         async with in_process_client(h.app) as client:
             public = await client.get("/metrics")
@@ -112,3 +122,88 @@ def test_allowed_origins_parse_from_the_env_form(origins: str) -> None:
     from tests.conftest import make_settings
 
     assert "http://a.example" in make_settings(allowed_origins=origins).allowed_origins
+
+
+async def test_a_page_on_another_origin_cannot_start_an_analysis(harness_factory) -> None:
+    providers, search, llm = counting_providers()
+    h = harness_factory(providers=providers)
+    async with in_process_client(h.app) as client:
+        post = await client.post(
+            STREAM, json={"query": "Python"}, headers={"Origin": "https://evil.example"}
+        )
+        get = await client.get(
+            STREAM, params={"query": "Python"}, headers={"Origin": "https://evil.example"}
+        )
+        null = await client.get(STREAM, params={"query": "Python"}, headers={"Origin": "null"})
+    for response in (post, get, null):
+        assert response.status_code == 403
+        assert response.json()["code"] == "ORIGIN_NOT_ALLOWED"
+    assert llm.calls == search.calls == 0
+    assert h.telemetry.value("fit_check.rejected_requests", reason="origin_not_allowed") == 3
+
+
+async def test_allowed_same_origin_and_originless_requests_pass(harness_factory) -> None:
+    providers, _, llm = counting_providers()
+    h = harness_factory(providers=providers)
+    async with in_process_client(h.app) as client:
+        allowed = await client.post(
+            STREAM, json={"query": "Python"}, headers={"Origin": "http://localhost:3003"}
+        )
+        # A page the service serves itself: its POSTs carry the service's own origin.
+        same = await client.post(STREAM, json={"query": "Python"}, headers={"Origin": "http://t"})
+        curl = await client.post(STREAM, json={"query": "Python"})
+    assert allowed.status_code == same.status_code == curl.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3003"
+    assert llm.calls == 9
+
+
+async def test_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(client) -> None:
+    response = await client.get("/api/fit-check/health/", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=abc",
+        "text/plain; version=abc",
+        "application/openmetrics-text; version=1.0.0; escaping=zz",
+        "\x01garbage",
+    ],
+)
+async def test_metrics_with_an_accept_header_it_cannot_parse_is_plain_text(
+    client, accept: str
+) -> None:
+    response = await client.get("/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert "fit_check_requests_total" in response.text
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_the_bearer_scheme_is_case_insensitive(harness_factory, scheme: str) -> None:
+    h = harness_factory(metrics_token="s3cret-scrape")
+    async with in_process_client(h.app) as client:
+        response = await client.get("/metrics", headers={"Authorization": f"{scheme} s3cret-scrape"})
+    assert response.status_code == 200
+
+
+async def test_the_metrics_port_needs_the_token_too(harness_factory) -> None:
+    h = harness_factory(metrics_port=0, metrics_token="s3cret-scrape")
+    port = h.telemetry.runtime.metrics_port
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+            denied = await scraper.get("/metrics")
+            wrong = await scraper.get("/metrics", headers={"Authorization": "Bearer nope"})
+            allowed = await scraper.get("/metrics", headers={"Authorization": "bearer s3cret-scrape"})
+            odd = await scraper.get(
+                "/metrics",
+                headers={"Authorization": "Bearer s3cret-scrape", "Accept": "text/plain; version=x"},
+            )
+    finally:
+        h.telemetry.runtime.shutdown()
+    assert denied.status_code == wrong.status_code == 401
+    assert denied.json()["code"] == "UNAUTHORIZED"
+    assert allowed.status_code == odd.status_code == 200
+    assert "fit_check_requests_total" in allowed.text

@@ -74,7 +74,7 @@ async def test_get_variant_serves_the_same_stream(client: httpx.AsyncClient) -> 
 async def test_head_on_the_stream_opens_no_session(harness, client: httpx.AsyncClient) -> None:
     response = await client.head("/api/fit-check/stream", params=QUERY)
     assert response.status_code == 405
-    assert harness.service.slots.active == 0
+    assert harness.service.sessions.active == 0
     assert harness.telemetry.value("fit_check.requests", status="success") == 0
 
 
@@ -87,7 +87,7 @@ async def test_full_stream_over_a_real_uvicorn_server(harness, live_server) -> N
         assert response.status_code == 200
         text = "".join([chunk async for chunk in response.aiter_text()])
     assert_complete_stream(parse_sse(text))
-    assert harness.service.slots.active == 0
+    assert harness.service.sessions.active == 0
 
 
 async def test_health_reports_breakers_and_sessions(client: httpx.AsyncClient) -> None:

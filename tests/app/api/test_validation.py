@@ -26,7 +26,7 @@ def only_error(response: httpx.Response) -> dict:
         ({"query": 42}, "query", "string_type"),
         ({"query": ["a"]}, "query", "string_type"),
         ({"query": "ok", "include_thoughts": "maybe"}, "include_thoughts", "bool_parsing"),
-        ({"query": "ok", "extra": 1}, "extra", "extra_forbidden"),
+        ({"query": "ok", "extra": 1}, "(unknown field)", "extra_forbidden"),
         ({"query": "nul\x00byte"}, "query", "value_error"),
         ({"query": "bell\x07"}, "query", "value_error"),
         ({"query": "ok", "session_id": "a\nb"}, "session_id", "string_pattern_mismatch"),
@@ -49,7 +49,7 @@ async def test_invalid_bodies_get_422_naming_field_and_rule(
     assert {"field": field, "rule": rule} in [
         {"field": e["field"], "rule": e["rule"]} for e in error["errors"]
     ]
-    assert harness.service.slots.active == 0
+    assert harness.service.sessions.active == 0
 
 
 async def test_lone_surrogate_is_rejected(client: httpx.AsyncClient) -> None:
@@ -132,3 +132,21 @@ async def test_unknown_paths_and_methods_are_json_4xx(client: httpx.AsyncClient)
     assert missing.status_code == 404 and only_error(missing)["code"] == "NOT_FOUND"
     wrong = await client.put(STREAM, json={"query": "x"})
     assert wrong.status_code == 405 and only_error(wrong)["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_unknown_fields_are_not_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.post(STREAM, json={"query": "ok", "<script>alert(1)</script>": 1})
+    assert response.status_code == 422
+    assert "script" not in response.text
+    assert only_error(response)["errors"][0]["field"] == "(unknown field)"
+
+
+async def test_error_answers_are_bounded_whatever_the_input(client: httpx.AsyncClient) -> None:
+    body = {"query": "ok", **{f"k{i:05d}": i for i in range(1200)}}  # about 15 KB
+    many_keys = await client.post(STREAM, json=body)
+    params = {"query": "ok", **{f"p{i:05d}": "v" for i in range(4000)}}  # a 41 KB URL
+    long_url = await client.get(STREAM, params=params)
+    for response in (many_keys, long_url):
+        assert response.status_code == 422
+        assert len(response.content) < 2048, len(response.content)
+        assert "k00001" not in response.text and "p00001" not in response.text

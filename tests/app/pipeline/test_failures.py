@@ -30,7 +30,7 @@ async def test_search_failure_ends_with_search_error(harness_factory) -> None:
     assert (
         h.telemetry.value("fit_check.phase.completions", phase="deep_research", status="error") == 1
     )
-    assert h.service.slots.active == 0
+    assert h.service.sessions.active == 0
 
 
 async def test_breaker_opens_fails_fast_and_recovers(harness_factory) -> None:
@@ -79,7 +79,7 @@ async def test_request_timeout_ends_the_stream_with_timeout(harness_factory) -> 
     assert (name, data["code"]) == ("error", "TIMEOUT")
     assert h.telemetry.value("fit_check.requests", status="timeout") == 1
     assert h.telemetry.value("fit_check.requests", status="success") == 0
-    assert h.service.slots.active == 0
+    assert h.service.sessions.active == 0
     assert llm.active == 0
 
 
@@ -87,14 +87,15 @@ async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
     harness_factory, live_server
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.3, llm_chunk_delay_s=0.05)
-    h = harness_factory(providers=providers)
+    # No resume window: the client's hang-up ends the session at once.
+    h = harness_factory(providers=providers, resume_window_s=0)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
         async with client.stream("POST", STREAM, json=QUERY) as response:
             async for line in response.aiter_lines():
                 if "skeptical_comparison" in line:
                     break  # mid-phase: the LLM call is in flight
-            assert h.service.slots.active == 1
-        await wait_until(lambda: h.service.slots.active == 0)
+            assert h.service.sessions.active == 1
+        await wait_until(lambda: h.service.sessions.active == 0)
         await wait_until(lambda: h.telemetry.value("fit_check.requests", status="cancelled") == 1)
         assert llm.active == 0
         calls = llm.calls
@@ -118,12 +119,12 @@ async def test_sessions_past_the_limit_get_429_and_running_ones_finish(
     h = harness_factory(providers=providers, max_concurrent_sessions=1)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
         async with client.stream("POST", STREAM, json=QUERY) as first:
-            await wait_until(lambda: h.service.slots.active == 1)
+            await wait_until(lambda: h.service.sessions.active == 1)
             rejected = await client.post(STREAM, json=QUERY)
             assert rejected.status_code == 429
             assert rejected.headers["retry-after"].isdigit()
             assert rejected.json()["code"] == "RATE_LIMITED"
             text = "".join([chunk async for chunk in first.aiter_text()])
         assert terminal(text)[0] == "complete"
-        await wait_until(lambda: h.service.slots.active == 0)
+        await wait_until(lambda: h.service.sessions.active == 0)
         assert (await client.post(STREAM, json=QUERY)).status_code == 200

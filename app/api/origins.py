@@ -1,0 +1,100 @@
+"""Browser origins: refused before any work starts, and CORS answers in the API's shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.rejections import RejectionReason
+
+_FORBIDDEN = json.dumps(
+    {
+        "code": "ORIGIN_NOT_ALLOWED",
+        "message": "this origin may not call the API (the server's ALLOWED_ORIGINS)",
+        "errors": [],
+    }
+).encode()
+
+
+class OriginGate:
+    """Answers 403 to any request whose ``Origin`` is present and not allowed.
+
+    CORS alone only hides the answer from the page: a page on any origin could still make
+    the browser start an analysis, and pay for its LLM calls. Requests without ``Origin``
+    (curl, servers) pass, and so do same-origin ones (the ``Origin`` is this very host, as
+    a page served by the service itself sends on a POST). The origin is never echoed.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_origins: Sequence[str],
+        on_reject: Callable[[RejectionReason], None],
+    ) -> None:
+        self._app = app
+        self._any = "*" in allowed_origins
+        self._allowed = frozenset(
+            origin.rstrip("/").encode("latin-1") for origin in allowed_origins
+        )
+        self._on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._any:
+            origin = host = None
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value
+                elif name == b"host":
+                    host = value
+            if origin is not None and not self._allows(origin, host, scope["scheme"]):
+                self._on_reject("origin_not_allowed")
+                await _send_json(send, 403, _FORBIDDEN)
+                return
+        await self._app(scope, receive, send)
+
+    def _allows(self, origin: bytes, host: bytes | None, scheme: str) -> bool:
+        if origin in self._allowed:
+            return True
+        return host is not None and origin == scheme.encode() + b"://" + host
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered as JSON like every other
+    error of the API (Starlette answers ``400 text/plain``)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
+        }
+        return JSONResponse(
+            {
+                "code": "CORS_PREFLIGHT_REFUSED",
+                "message": bytes(response.body).decode(errors="replace"),
+                "errors": [],
+            },
+            status_code=response.status_code,
+            headers=headers,
+        )
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

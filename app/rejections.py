@@ -1,0 +1,20 @@
+"""Why a request was refused before any work started.
+
+The closed label set of ``fit_check_rejected_requests_total{reason}``: load shedding,
+limits and hostile input become visible in the metrics without any input in a label.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+RejectionReason = Literal[
+    "origin_not_allowed",  # 403: a browser page on an origin outside ALLOWED_ORIGINS
+    "invalid_request",  # 400/422: the query, session id, body or Last-Event-ID is invalid
+    "payload_too_large",  # 413: body over FIT_CHECK_MAX_BODY_BYTES
+    "rate_limited",  # 429: FIT_CHECK_MAX_CONCURRENT_SESSIONS streams already running
+    "shutting_down",  # 503: the instance is draining
+    "header_too_large",  # 431: request headers over FIT_CHECK_MAX_HEADER_BYTES
+    "header_timeout",  # 408: headers unfinished after FIT_CHECK_HEADER_TIMEOUT_S
+]
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)

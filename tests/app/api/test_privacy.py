@@ -1,0 +1,97 @@
+"""The user's text stays out of telemetry; a caller's baggage stays out of third parties."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+from opentelemetry.trace import SpanKind
+
+from tests.conftest import in_process_client, parse_sse
+from tests.fake_apis import FakeAPI
+
+STREAM = "/api/fit-check/stream"
+SECRET_TEXT = "Quokkaville Zyxwvut Robotics"  # the user's own words, in the GET form
+
+
+def google_and_openai(api_url: str) -> dict[str, object]:
+    return {
+        "llm_provider": "openai",
+        "openai_base_url": f"{api_url}/v1",
+        "openai_api_key": "sk-test",
+        "search_provider": "google",
+        "google_search_url": f"{api_url}/customsearch/v1",
+        "google_api_key": "g-test",
+        "google_cse_id": "cse-1",
+    }
+
+
+def everything_emitted(h, log_text: str) -> str:
+    spans = [
+        (s.name, dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events])
+        for s in h.telemetry.finished_spans()
+    ]
+    return log_text + repr(spans) + repr(list(h.telemetry.metric_points()))
+
+
+async def test_the_query_text_reaches_no_span_log_line_or_metric(
+    harness_factory, live_server, json_log
+) -> None:
+    fake = FakeAPI()
+    async with live_server(fake.app()) as api:
+        h = harness_factory(**google_and_openai(api.url))
+        async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as c:
+            params = {"query": SECRET_TEXT, "session_id": "privacy-1"}
+            response = await c.get(STREAM, params=params)
+    assert parse_sse(response.text)[-1][0] == "complete"
+    assert any(SECRET_TEXT.split()[0] in r["query"].get("q", "") for r in fake.requests)
+
+    emitted = everything_emitted(h, json_log.getvalue())
+    for word in SECRET_TEXT.split():
+        assert word not in emitted, word
+    server = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
+    assert "query=REDACTED" in server.attributes["http.url"]
+    searches = [s for s in h.telemetry.finished_spans() if s.name == "GET"]
+    assert searches and all("q=REDACTED" in s.attributes["http.url"] for s in searches)
+
+    access = [
+        json.loads(line)
+        for line in json_log.getvalue().splitlines()
+        if '"uvicorn.access"' in line and "/api/fit-check/stream" in line
+    ]
+    (line,) = access
+    assert "query=REDACTED&session_id=REDACTED" in line["message"]
+    assert line["session_id"] == "privacy-1"  # the access line joins its request's lines
+    assert line["trace_id"] == parse_sse(response.text)[0][1]["trace_id"]
+
+
+async def test_untrusted_baggage_is_not_forwarded_nor_logged(
+    harness_factory, live_server, json_log
+) -> None:
+    fake = FakeAPI()
+    baggage = ",".join(f"k{i}=secret-baggage-{i}" for i in range(180))
+    async with live_server(fake.app()) as api:
+        h = harness_factory(**google_and_openai(api.url))
+        async with in_process_client(h.app) as client:
+            await client.post(STREAM, json={"query": "Python"}, headers={"baggage": baggage})
+            await client.post(STREAM, json={"query": "Go"}, headers={"baggage": "x" * 65_536})
+    assert len(fake.requests) == 12
+    assert not [r for r in fake.requests if "baggage" in r["headers"]]
+    assert "secret-baggage" not in json_log.getvalue()
+    assert "x" * 100 not in json_log.getvalue()
+
+
+async def test_trusted_baggage_is_forwarded_and_never_logged_whole(
+    harness_factory, live_server, json_log
+) -> None:
+    """Behind a trusted gateway (FIT_CHECK_TRUST_TRACEPARENT) the caller's context counts."""
+    logging.getLogger().setLevel(logging.DEBUG)  # json_log restores the level
+    fake = FakeAPI()
+    async with live_server(fake.app()) as api:
+        h = harness_factory(trust_incoming_trace=True, **google_and_openai(api.url))
+        async with in_process_client(h.app) as client:
+            await client.post(STREAM, json={"query": "Python"}, headers={"baggage": "team=a"})
+            await client.post(STREAM, json={"query": "Go"}, headers={"baggage": "y" * 65_536})
+    assert all(r["headers"].get("baggage") == "team=a" for r in fake.requests[:6])
+    assert "y" * 100 not in json_log.getvalue()

@@ -1,0 +1,219 @@
+"""EventSource reconnects: ids, the retry hint, resuming with Last-Event-ID, and 204."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, aconnect_sse
+from opentelemetry.trace import SpanKind
+
+from app.pipeline.event_ids import parse_last_event_id
+from tests.conftest import in_process_client, wait_until
+from tests.fakes import counting_providers
+
+STREAM = "/api/fit-check/stream"
+QUERY = {"query": "Senior Python engineer, Kafka", "session_id": "resume-1"}
+STATUSES = ("success", "error", "timeout", "cancelled")
+
+
+def requests_counted(h) -> float:
+    return sum(h.telemetry.value("fit_check.requests", status=s) for s in STATUSES)
+
+
+async def read_events(
+    client: httpx.AsyncClient,
+    *,
+    last_event_id: str | None = None,
+    stop_after: str | None = None,
+) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    """Stream the GET form; with ``stop_after``, hang up right after that event type."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[ServerSentEvent] = []
+    async with aconnect_sse(client, "GET", STREAM, params=QUERY, headers=headers) as source:
+        if source.response.status_code != 200:
+            await source.response.aread()
+            return source.response, events
+        async for sse in events_of(source.aiter_sse()):
+            events.append(sse)
+            if sse.event == stop_after:
+                break
+    return source.response, events
+
+
+async def events_of(stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    """The events, without the block that only carries the retry hint."""
+    async for sse in stream:
+        if sse.data or sse.id:
+            yield sse
+
+
+def seqs(events: list[ServerSentEvent]) -> list[int]:
+    parsed = [parse_last_event_id(e.id) for e in events]
+    assert all(p is not None for p in parsed), [e.id for e in events]
+    return [p.seq for p in parsed if p is not None]
+
+
+async def test_every_event_has_an_id_and_the_first_frame_a_retry_hint(harness_factory) -> None:
+    h = harness_factory(sse_retry_ms=1500)
+    async with in_process_client(h.app) as client:
+        response = await client.post(STREAM, json=QUERY)
+    frames = response.text.split("\r\n\r\n")
+    assert frames[0] == "retry: 1500"
+    events = [f for f in frames[1:] if f.strip() and not f.startswith(":")]
+    ids = [f.split("\r\n")[0] for f in events]
+    assert all(i.startswith("id: ") for i in ids), events[0]
+    parsed = [parse_last_event_id(i[4:]) for i in ids]
+    assert [p.seq for p in parsed] == list(range(len(events)))
+    assert len({p.key for p in parsed}) == 1
+    assert [p.terminal for p in parsed] == [False] * (len(events) - 1) + [True]
+    assert "event: complete" in events[-1]
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    [
+        "AAAAAAAAAAAAAAAA.7.end",  # a terminal id: decidable on any instance
+        "AAAAAAAAAAAAAAAA.7",  # a stream this instance does not have
+    ],
+)
+async def test_a_reconnect_with_nothing_to_resume_gets_204_and_starts_nothing(
+    harness_factory, last_event_id: str
+) -> None:
+    providers, search, llm = counting_providers()
+    h = harness_factory(providers=providers)
+    async with in_process_client(h.app) as client:
+        response = await client.get(STREAM, params=QUERY, headers={"Last-Event-ID": last_event_id})
+        posted = await client.post(STREAM, json=QUERY, headers={"Last-Event-ID": last_event_id})
+    assert response.status_code == posted.status_code == 204
+    assert response.content == b""
+    assert llm.calls == search.calls == 0
+    assert requests_counted(h) == 0
+
+
+@pytest.mark.parametrize("value", ["garbage", "5", "AAAAAAAAAAAAAAAA.x", "A" * 65])
+async def test_a_last_event_id_we_never_sent_is_a_clear_4xx(harness_factory, value: str) -> None:
+    providers, _, llm = counting_providers()
+    h = harness_factory(providers=providers)
+    async with in_process_client(h.app) as client:
+        response = await client.get(STREAM, params=QUERY, headers={"Last-Event-ID": value})
+    assert response.status_code in (400, 422)
+    assert response.json()["code"] in ("INVALID_LAST_EVENT_ID", "INVALID_QUERY")
+    assert value not in response.text
+    assert llm.calls == 0
+    assert h.telemetry.value("fit_check.rejected_requests", reason="invalid_request") == 1
+
+
+async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness) -> None:
+    async with in_process_client(harness.app) as client:
+        _, events = await read_events(client)
+        assert events[-1].event == "complete" and events[-1].id.endswith(".end")
+        again, _ = await read_events(client, last_event_id=events[-1].id)
+        earlier, _ = await read_events(client, last_event_id=events[3].id)  # settled: gone
+    assert again.status_code == earlier.status_code == 204
+    assert requests_counted(harness) == 1
+
+
+async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace(
+    harness_factory, live_server
+) -> None:
+    providers, search, llm = counting_providers(llm_delay_s=0.1, llm_chunk_delay_s=0.01)
+    h = harness_factory(providers=providers, resume_window_s=10)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        _, first = await read_events(client, stop_after="phase_complete")
+        assert h.service.sessions.active == 1  # waiting for its client to come back
+        resumed, rest = await read_events(client, last_event_id=first[-1].id)
+        await wait_until(lambda: h.service.sessions.active == 0)
+    assert resumed.status_code == 200
+    events = first + rest
+    assert seqs(events) == list(range(len(events)))  # no gap, no duplicate
+    names = [e.event for e in events]
+    assert names[0] == "session" and names[-1] == "complete"
+    assert names.count("phase") == 5 and names.count("complete") == 1
+    assert llm.calls == 3 and search.calls == 3  # one analysis
+    assert requests_counted(h) == 1
+    assert h.telemetry.value("fit_check.requests", status="success") == 1
+
+    trace_id = json.loads(events[0].data)["trace_id"]
+    servers = [s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER]
+    assert len(servers) == 2
+    assert {format(s.context.trace_id, "032x") for s in servers} == {trace_id}
+    root = next(s for s in servers if s.parent is None)
+    reconnect = next(s for s in servers if s.parent is not None)
+    assert reconnect.parent.span_id == root.context.span_id
+    assert reconnect.attributes["fit_check.resumed_after"] == seqs(first)[-1]
+    assert reconnect.attributes["session_id"] == "resume-1"
+    assert root.attributes["fit_check.outcome"] == "success"
+    assert root.end_time >= reconnect.end_time - 50_000_000  # the root spans the session
+
+
+async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
+    harness_factory, live_server
+) -> None:
+    providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.01)
+    h = harness_factory(providers=providers, resume_window_s=0.3)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        _, first = await read_events(client, stop_after="phase")
+        assert h.service.sessions.active == 1
+        assert h.telemetry.value("fit_check_active_sessions") == 1
+        await wait_until(lambda: h.service.sessions.active == 0)
+        late, _ = await read_events(client, last_event_id=first[-1].id)
+        calls = llm.calls
+        await asyncio.sleep(0.3)  # longer than an LLM call: the pipeline must have stopped
+    assert late.status_code == 204
+    assert llm.calls == calls and llm.active == 0
+    assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
+    assert requests_counted(h) == 1
+    assert h.telemetry.value("fit_check_active_sessions") == 0
+    assert h.telemetry.open_spans.open == 0
+    root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
+    assert root.attributes["fit_check.cancel_reason"] == "client_gone"
+
+
+async def test_a_result_finished_while_the_client_was_away_is_still_delivered(
+    harness_factory, live_server
+) -> None:
+    providers, _, llm = counting_providers(llm_delay_s=0.05)
+    h = harness_factory(providers=providers, resume_window_s=10)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        _, first = await read_events(client, stop_after="session")
+        await wait_until(lambda: llm.calls == 3 and llm.active == 0)  # finished meanwhile
+        assert h.service.sessions.active == 1
+        resumed, rest = await read_events(client, last_event_id=first[-1].id)
+    assert resumed.status_code == 200
+    assert rest[-1].event == "complete"
+    assert seqs(first + rest) == list(range(len(first + rest)))
+    assert h.telemetry.value("fit_check.requests", status="success") == 1
+
+
+async def test_a_second_reader_takes_the_stream_over(harness_factory, live_server) -> None:
+    """A reconnect arriving before the server noticed the old connection died."""
+    providers, _, _ = counting_providers(llm_delay_s=0.3)
+    h = harness_factory(providers=providers)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with aconnect_sse(client, "GET", STREAM, params=QUERY) as old:
+            stream = events_of(old.aiter_sse())
+            session = await anext(stream)
+            _, rest = await read_events(client, last_event_id=session.id)
+            left = [sse async for sse in stream]  # ends without a terminal event
+    assert rest[-1].event == "complete"
+    assert not [e for e in left if e.event in ("complete", "error")]
+    assert requests_counted(h) == 1
+
+
+async def test_a_reconnect_older_than_the_replay_buffer_gets_204(
+    harness_factory, live_server
+) -> None:
+    providers, _, llm = counting_providers(llm_delay_s=0.05)
+    h = harness_factory(providers=providers, replay_buffer_bytes=4096, resume_window_s=10)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        _, first = await read_events(client, stop_after="session")
+        await wait_until(lambda: llm.calls == 3 and llm.active == 0)
+        gone, _ = await read_events(client, last_event_id=first[-1].id)
+        # Nobody can read that session any more: it ends now, not at the end of its window.
+        await wait_until(lambda: h.service.sessions.active == 0)
+    assert gone.status_code == 204
+    assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
