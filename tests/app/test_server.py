@@ -138,10 +138,13 @@ async def test_streams_that_finish_within_the_grace_period_finish_normally(
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2)
     h = harness_factory(providers=providers, shutdown_grace_s=10)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
-        async with client.stream("POST", STREAM, json={"query": "Python"}) as response:
-            await wait_until(lambda: llm.calls == 1)
-            server.server.request_drain()
-            text = "".join([chunk async for chunk in response.aiter_text()])
+    async with (
+        live_server(h.app) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+        client.stream("POST", STREAM, json={"query": "Python"}) as response,
+    ):
+        await wait_until(lambda: llm.calls == 1)
+        server.server.request_drain()
+        text = "".join([chunk async for chunk in response.aiter_text()])
     assert parse_sse(text)[-1][0] == "complete"
     assert h.telemetry.value("fit_check.requests", status="success") == 1

@@ -193,12 +193,15 @@ async def test_a_second_reader_takes_the_stream_over(harness_factory, live_serve
     """A reconnect arriving before the server noticed the old connection died."""
     providers, _, _ = counting_providers(llm_delay_s=0.3)
     h = harness_factory(providers=providers)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
-        async with aconnect_sse(client, "GET", STREAM, params=QUERY) as old:
-            stream = events_of(old.aiter_sse())
-            session = await anext(stream)
-            _, rest = await read_events(client, last_event_id=session.id)
-            left = [sse async for sse in stream]  # ends without a terminal event
+    async with (
+        live_server(h.app) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+        aconnect_sse(client, "GET", STREAM, params=QUERY) as old,
+    ):
+        stream = events_of(old.aiter_sse())
+        session = await anext(stream)
+        _, rest = await read_events(client, last_event_id=session.id)
+        left = [sse async for sse in stream]  # ends without a terminal event
     assert rest[-1].event == "complete"
     assert not [e for e in left if e.event in ("complete", "error")]
     assert requests_counted(h) == 1

@@ -185,7 +185,9 @@ async def test_metrics_with_an_accept_header_it_cannot_parse_is_plain_text(
 async def test_the_bearer_scheme_is_case_insensitive(harness_factory, scheme: str) -> None:
     h = harness_factory(metrics_token="s3cret-scrape")
     async with in_process_client(h.app) as client:
-        response = await client.get("/metrics", headers={"Authorization": f"{scheme} s3cret-scrape"})
+        response = await client.get(
+            "/metrics", headers={"Authorization": f"{scheme} s3cret-scrape"}
+        )
     assert response.status_code == 200
 
 
@@ -196,10 +198,15 @@ async def test_the_metrics_port_needs_the_token_too(harness_factory) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
             denied = await scraper.get("/metrics")
             wrong = await scraper.get("/metrics", headers={"Authorization": "Bearer nope"})
-            allowed = await scraper.get("/metrics", headers={"Authorization": "bearer s3cret-scrape"})
+            allowed = await scraper.get(
+                "/metrics", headers={"Authorization": "bearer s3cret-scrape"}
+            )
             odd = await scraper.get(
                 "/metrics",
-                headers={"Authorization": "Bearer s3cret-scrape", "Accept": "text/plain; version=x"},
+                headers={
+                    "Authorization": "Bearer s3cret-scrape",
+                    "Accept": "text/plain; version=x",
+                },
             )
     finally:
         h.telemetry.runtime.shutdown()

@@ -1,0 +1,82 @@
+"""Hostile clients, run as a process of their own: ``python -m tests.attackers KIND URL``.
+
+A separate process so the attack's own CPU does not slow down the test's probe, and so it
+can be stopped at once. Each attack runs until it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+HUGE_HEADER_BYTES = 64 * 1024 * 1024
+QUADRATIC_QUERY = json.dumps({"query": "a" * 1999 + "\x00"}).encode()
+
+
+async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def huge_header(url: str) -> None:
+    """A request whose header goes on for 64 MB, sent as fast as the server takes it."""
+    chunk = b"a" * (1024 * 1024)
+    while True:
+        try:
+            _, writer = await _connect(url)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+            for _ in range(HUGE_HEADER_BYTES // len(chunk)):
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.01)
+
+
+async def slowloris(url: str) -> None:
+    """A connection that sends one more header byte every second and never finishes."""
+    while True:
+        try:
+            _, writer = await _connect(url)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while True:
+                await writer.drain()
+                await asyncio.sleep(1)
+                writer.write(b"a")
+        except OSError:
+            await asyncio.sleep(1)
+
+
+async def quadratic_query(url: str) -> None:
+    """The input that made the old query check quadratic, POSTed back to back."""
+    request = (
+        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(QUADRATIC_QUERY)}\r\n\r\n".encode()
+        + QUADRATIC_QUERY
+    )
+    while True:
+        try:
+            reader, writer = await _connect(url)
+            while True:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, StopIteration):
+            await asyncio.sleep(0.01)
+
+
+ATTACKS = {"huge-header": huge_header, "slowloris": slowloris, "quadratic-query": quadratic_query}
+
+
+async def main(kind: str, url: str, clients: int) -> None:
+    await asyncio.gather(*(ATTACKS[kind](url) for _ in range(clients)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
