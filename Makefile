@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint e2e stack-tools stack stack-down up down logs bench bench-quick clean
+.PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick clean
 
 install: $(STAMP)
 
@@ -37,9 +37,18 @@ stack: install stack-tools
 stack-down:
 	deploy/local/stack.sh down
 
-# End-to-end tests against that stack (started and stopped by the tests themselves).
-e2e: install stack-tools
+# End-to-end tests against that stack (started and stopped by the tests themselves), and
+# in a real browser.
+e2e: install stack-tools browser
 	$(BIN)/python -m pytest -q -m e2e
+
+# Debian's Chromium for the browser tests; Playwright (a dev dependency) drives it.
+# Playwright's own browser download cannot work here, and is not needed.
+browser:
+	@command -v chromium >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
 
 # With Docker: the same configs in containers, plus Grafana.
 up:

@@ -86,6 +86,7 @@ class LiveServer:
         self.server = DrainingServer(config, drain=service.drain if service else _no_drain)
         self._server = self.server
         self._task: asyncio.Task[None] | None = None
+        self.port = 0
         self.url = ""
 
     async def __aenter__(self) -> LiveServer:
@@ -94,8 +95,8 @@ class LiveServer:
             if self._task.done():
                 self._task.result()
             await asyncio.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

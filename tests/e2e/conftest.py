@@ -166,7 +166,7 @@ class Stack:
     def collector_pid(self) -> int:
         return int((self.run_dir / "collector.pid").read_text())
 
-    def start_service(self, name: str) -> Service:
+    def start_service(self, name: str, **extra_env: str) -> Service:
         port = free_port()
         log_path = self.run_dir / f"{name}.log"
         env = {
@@ -179,6 +179,7 @@ class Stack:
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+            **extra_env,
         }
         env.pop("OTEL_SDK_DISABLED", None)
         with log_path.open("ab") as log:

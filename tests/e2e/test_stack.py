@@ -1,6 +1,6 @@
 """End to end through the real Collector, Jaeger and Prometheus (``make e2e``).
 
-Order matters only for the last test, which kills the collector.
+Order matters for the last two tests: one kills the collector, the other adds an instance.
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ import json
 import os
 import signal
 import statistics
+import threading
 import time
 
+import httpx
 import pytest
 
 from app.pipeline.events import PHASES
+from tests.conftest import parse_sse
 from tests.e2e.conftest import ROOT, Stack, poll
 
 pytestmark = pytest.mark.e2e
@@ -144,4 +147,64 @@ def test_collector_outage_costs_no_answer_and_data_flows_again(stack: Stack) -> 
         lambda: stack.scalar("sum(fit_check_requests_total)") == sent,
         timeout_s=90,
         what=f"sum(fit_check_requests_total) == {sent} after the restart",
+    )
+
+
+def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack: Stack) -> None:
+    """SIGTERM with streams in flight: each ends with SHUTTING_DOWN, and their traces and
+    counts reach Jaeger and Prometheus. The metric push interval is longer than the test,
+    so only the flush at shutdown can deliver the counts."""
+    service = stack.start_service(
+        "fit-check-drained",
+        FIT_CHECK_LATENCY_MS="2000",
+        FIT_CHECK_SHUTDOWN_GRACE_S="1",
+        OTEL_METRIC_EXPORT_INTERVAL="600000",
+        OTEL_RESOURCE_ATTRIBUTES="service.instance.id=drained-e2e",
+    )
+    streams = 5
+    opened = threading.Semaphore(0)
+    bodies: list[str] = []
+
+    def one() -> None:
+        text = ""
+        with httpx.stream(
+            "POST", f"{service.url}/api/fit-check/stream", json={"query": "Go"}, timeout=60
+        ) as response:
+            for chunk in response.iter_text():
+                if not text:
+                    opened.release()
+                text += chunk
+        bodies.append(text)
+
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for _ in range(streams):
+        assert opened.acquire(timeout=30)
+    service.process.send_signal(signal.SIGTERM)
+    service.process.wait(15)
+    for thread in threads:
+        thread.join(15)
+
+    trace_ids = []
+    for body in bodies:
+        events = parse_sse(body)
+        assert events[-1][0] == "error" and events[-1][1]["code"] == "SHUTTING_DOWN"
+        trace_ids.append(events[0][1]["trace_id"])
+    assert len(trace_ids) == streams
+    def root_span(trace_id: str) -> dict | None:
+        spans = stack.trace(trace_id)
+        return next((s for s in spans if s["operationName"] == "POST /api/fit-check/stream"), None)
+
+    for trace_id in trace_ids:
+        root = poll(lambda t=trace_id: root_span(t), timeout_s=60, what=f"root of {trace_id}")
+        assert tags(root)["fit_check.outcome"] == "cancelled"
+        assert tags(root)["fit_check.cancel_reason"] == "shutdown"
+    poll(
+        lambda: stack.scalar(
+            'sum(fit_check_requests_total{status="cancelled",instance="drained-e2e"})'
+        )
+        == streams,
+        timeout_s=90,
+        what=f"{streams} cancelled requests of the drained instance in Prometheus",
     )
