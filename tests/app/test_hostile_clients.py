@@ -49,9 +49,11 @@ def rejected(service: ServiceProcess, reason: str) -> float:
     text = httpx.get(f"{service.url}/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "fit_check_rejected_requests_total":
-                if sample.labels.get("reason") == reason:
-                    return sample.value
+            if (
+                sample.name == "fit_check_rejected_requests_total"
+                and sample.labels.get("reason") == reason
+            ):
+                return sample.value
     return 0.0
 
 
