@@ -93,7 +93,7 @@ def test_health_stays_fast_while_an_attack_runs(
         LOG_LEVEL="WARNING",
     ) as service:
         attacker = subprocess.Popen(
-            [sys.executable, "-m", "tests.attackers", attack, service.url, str(clients)],
+            [sys.executable, "-m", "bench.attackers", attack, service.url, str(clients)],
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )

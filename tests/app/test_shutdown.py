@@ -80,12 +80,15 @@ def test_sigterm_ends_every_stream_with_a_terminal_event_within_the_bound(
 
 
 def test_a_client_sending_its_body_slowly_does_not_hold_the_shutdown(tmp_path: Path) -> None:
-    with service_process(
-        tmp_path / "service.log", FIT_CHECK_SHUTDOWN_GRACE_S=str(GRACE_S)
-    ) as service, socket.create_connection(("127.0.0.1", service.port)) as slow:
+    with (
+        service_process(
+            tmp_path / "service.log", FIT_CHECK_SHUTDOWN_GRACE_S=str(GRACE_S)
+        ) as service,
+        socket.create_connection(("127.0.0.1", service.port)) as slow,
+    ):
         slow.sendall(
             b"POST /api/fit-check/stream HTTP/1.1\r\nHost: t\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\": "
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"query": '
         )
         assert httpx.get(f"{service.url}/health").status_code == 200  # it got that far
         took = exit_seconds(service)

@@ -115,6 +115,7 @@ def test_every_alert_has_a_rule_test() -> None:
         "FitCheckHighErrorRate",
         "FitCheckCircuitBreakerOpen",
         "FitCheckSlowRequests",
+        "FitCheckSheddingLoad",
         "OtelCollectorRefusingData",
         "OtelCollectorExportFailing",
     } <= alerts
@@ -201,6 +202,7 @@ def test_dashboard_parses_and_every_panel_has_an_expr() -> None:
         "/ sum(rate(fit_check_requests_total[5m]))",
         "fit_check_phase_duration_seconds_bucket",
         "fit_check_llm_latency_seconds_bucket",
+        "sum by (reason) (rate(fit_check_rejected_requests_total[5m]))",
     ):
         assert needle in joined, f"no panel queries {needle}"
     assert "session_id" not in joined  # never a label
@@ -265,3 +267,16 @@ def test_docker_compose_config_is_valid() -> None:
 def test_jaeger_validates_config(env: dict[str, str]) -> None:
     jaeger = _tool("jaeger")
     _run([jaeger, "validate", f"--config={REPO / 'deploy' / 'jaeger' / 'config.yaml'}"], env=env)
+
+
+def test_compose_stop_grace_period_covers_the_drain() -> None:
+    """Docker's SIGKILL must not come before the drain (grace + 5 s) is over."""
+    from app.config import Settings
+
+    service = _yaml().safe_load(COMPOSE.read_text())["services"]["fit-check"]
+    grace = service["environment"]["FIT_CHECK_SHUTDOWN_GRACE_S"]
+    assert grace.startswith("${FIT_CHECK_SHUTDOWN_GRACE_S:-")
+    default_grace = float(grace.split(":-")[1].rstrip("}"))
+    assert default_grace == Settings(_env_file=None).shutdown_grace_s  # type: ignore[call-arg]
+    assert service["stop_grace_period"].endswith("s")
+    assert float(service["stop_grace_period"][:-1]) >= default_grace + 5

@@ -181,9 +181,7 @@ async def test_a_connection_cut_mid_analysis_resumes_without_a_second_analysis(
         async with live_server(h.app) as server, CuttableProxy(server.port) as proxy:
             url = f"http://127.0.0.1:{proxy.port}/api/fit-check/stream?query=Python%20Kafka"
             async with browser_page(pages, url) as page:
-                await page.wait_for_function(
-                    "window.events.some(e => e.type === 'phase_complete')"
-                )
+                await page.wait_for_function("window.events.some(e => e.type === 'phase_complete')")
                 assert llm.calls < 3  # mid-analysis
                 proxy.cut()
                 await page.wait_for_function(

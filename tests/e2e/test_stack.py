@@ -192,6 +192,7 @@ def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack:
         assert events[-1][0] == "error" and events[-1][1]["code"] == "SHUTTING_DOWN"
         trace_ids.append(events[0][1]["trace_id"])
     assert len(trace_ids) == streams
+
     def root_span(trace_id: str) -> dict | None:
         spans = stack.trace(trace_id)
         return next((s for s in spans if s["operationName"] == "POST /api/fit-check/stream"), None)
@@ -201,10 +202,10 @@ def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack:
         assert tags(root)["fit_check.outcome"] == "cancelled"
         assert tags(root)["fit_check.cancel_reason"] == "shutdown"
     poll(
-        lambda: stack.scalar(
-            'sum(fit_check_requests_total{status="cancelled",instance="drained-e2e"})'
-        )
-        == streams,
+        lambda: (
+            stack.scalar('sum(fit_check_requests_total{status="cancelled",instance="drained-e2e"})')
+            == streams
+        ),
         timeout_s=90,
         what=f"{streams} cancelled requests of the drained instance in Prometheus",
     )

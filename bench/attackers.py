@@ -1,4 +1,4 @@
-"""Hostile clients, run as a process of their own: ``python -m tests.attackers KIND URL``.
+"""Hostile clients, run as a process of their own: ``python -m bench.attackers KIND URL CLIENTS``.
 
 A separate process so the attack's own CPU does not slow down the test's probe, and so it
 can be stopped at once. Each attack runs until it is killed.
