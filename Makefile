@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick clean
+.PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick \
+	bench-ir bench-attacks clean
 
 install: $(STAMP)
 
@@ -66,6 +67,14 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
+
+# Instructions per stream under valgrind (deterministic, about a minute): to decide
+# between changes. /health latency under hostile clients (about a minute).
+bench-ir: install
+	$(BIN)/python -m bench.ir
+
+bench-attacks: install
+	$(BIN)/python -m bench.attacks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -61,7 +61,8 @@ class UrlRedactingSpanProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        redact_url_attributes(span)
+        if span.kind is not trace.SpanKind.INTERNAL:  # phases carry no URL: skip the lookups
+            redact_url_attributes(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None

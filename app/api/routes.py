@@ -109,7 +109,7 @@ def _stream_headers(session_id: str, trace: tuple[str, str] | None) -> dict[str,
 def _open_stream(
     service: FitCheckService, body: FitCheckRequest, last_event_id: str | None
 ) -> Response:
-    if last_event_id is not None:
+    if last_event_id:  # an empty one names no stream: a client's first connection
         return _resume_stream(service, last_event_id)
     telemetry = service.telemetry
     if service.draining:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import schemathesis
@@ -13,14 +14,17 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.schemas import FitCheckRequest
 from app.asgi import build_app
+from app.pipeline.event_ids import LastEventId, event_id, parse_last_event_id
+from otel.redact import redact_url
 from otel.testing import captured_telemetry
-from tests.conftest import make_settings
+from tests.conftest import in_process_client, make_settings
 
 OPERATIONS = [
     ("/api/fit-check/stream", "POST"),
     ("/api/fit-check/stream", "GET"),
     ("/api/fit-check/health", "GET"),
     ("/health", "GET"),
+    ("/ready", "GET"),
 ]
 
 
@@ -64,3 +68,58 @@ def test_request_model_accepts_or_rejects_cleanly(query, session_id, include) ->
     json.dumps(request.model_dump(), ensure_ascii=False).encode("utf-8")  # encodable
     if request.session_id is not None:
         assert all(c.isascii() and (c.isalnum() or c in "._:-") for c in request.session_id)
+
+
+@given(value=st.text(max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_any_last_event_id_parses_to_an_id_of_ours_or_none(value: str) -> None:
+    parsed = parse_last_event_id(value)
+    if parsed is not None:
+        assert event_id(parsed.key, parsed.seq, terminal=parsed.terminal) == value
+
+
+@given(key=st.from_regex(r"[A-Za-z0-9_-]{16}", fullmatch=True), seq=st.integers(0, 10**9 - 1))
+def test_every_id_we_send_reads_back(key: str, seq: int) -> None:
+    for terminal in (False, True):
+        parsed = parse_last_event_id(event_id(key, seq, terminal=terminal))
+        assert parsed == LastEventId(key=key, seq=seq, terminal=terminal)
+
+
+@given(path=st.text(max_size=40), query=st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_a_redacted_url_keeps_no_query_value(path: str, query: str) -> None:
+    redacted = redact_url(f"/{path.replace('?', '')}?{query}")
+    kept = redacted.split("?", 1)[1]
+    for pair in filter(None, kept.split("&")):
+        name, _, value = pair.partition("=")
+        assert value == "REDACTED"
+        assert name == "REDACTED" or re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", name)
+
+
+_header_value = st.binary(max_size=200).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+_ours = st.from_regex(r"[A-Za-z0-9_-]{16}\.[0-9]{1,9}(\.end)?", fullmatch=True).map(str.encode)
+
+
+@given(
+    origin=st.one_of(st.none(), _header_value, st.just(b"http://localhost:3003")),
+    last_event_id=st.one_of(st.none(), _header_value, _ours),
+    baggage=st.one_of(st.none(), _header_value),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+async def test_hostile_origin_resume_and_baggage_headers_never_get_a_5xx(
+    origin: bytes | None, last_event_id: bytes | None, baggage: bytes | None
+) -> None:
+    app = build_app(make_settings(), captured_telemetry().runtime)
+    given_headers = {"Origin": origin, "Last-Event-ID": last_event_id, "baggage": baggage}
+    headers = {k: v for k, v in given_headers.items() if v is not None}
+    async with in_process_client(app) as client:
+        response = await client.get(
+            "/api/fit-check/stream", params={"query": "Python"}, headers=headers
+        )
+    assert response.status_code in (200, 204, 400, 403, 422), response.text
+    if last_event_id and response.status_code == 200:
+        raise AssertionError("a reconnect started a new analysis")
+    if response.status_code not in (200, 204):
+        assert set(response.json()) == {"code", "message", "errors"}

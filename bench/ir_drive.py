@@ -1,0 +1,28 @@
+"""The program bench/ir.py counts: N offline streams through the app, in process.
+
+Run as a file (``python bench/ir_drive.py N``) so that ``app`` comes from ``PYTHONPATH``:
+the checkout being counted, which may be another one than this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import httpx
+
+from app.asgi import build
+
+
+async def drive(streams: int) -> None:
+    app = build()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for n in range(streams):
+            body = {"query": "Senior Python engineer, FastAPI, Kafka", "session_id": f"ir-{n}"}
+            response = await client.post("/api/fit-check/stream", json=body)
+            assert response.status_code == 200 and b"event: complete" in response.content
+
+
+if __name__ == "__main__":
+    asyncio.run(drive(int(sys.argv[1])))
