@@ -124,6 +124,7 @@ async def test_sessions_past_the_limit_get_429_and_running_ones_finish(
             assert rejected.status_code == 429
             assert rejected.headers["retry-after"].isdigit()
             assert rejected.json()["code"] == "RATE_LIMITED"
+            assert h.telemetry.value("fit_check.rejected_requests", reason="rate_limited") == 1
             text = "".join([chunk async for chunk in first.aiter_text()])
         assert terminal(text)[0] == "complete"
         await wait_until(lambda: h.service.sessions.active == 0)
