@@ -26,8 +26,9 @@ class OriginGate:
 
     CORS alone only hides the answer from the page: a page on any origin could still make
     the browser start an analysis, and pay for its LLM calls. Requests without ``Origin``
-    (curl, servers) pass, and so do same-origin ones (the ``Origin`` is this very host, as
-    a page served by the service itself sends on a POST). The origin is never echoed.
+    (curl, servers) pass, and so do same-origin ones (the ``Origin`` names the host the
+    request was sent to, as a page served by the service itself sends on a POST; behind a
+    proxy, that needs the proxy to pass ``Host`` on). The origin is never echoed.
     """
 
     def __init__(
@@ -52,16 +53,19 @@ class OriginGate:
                     origin = value
                 elif name == b"host":
                     host = value
-            if origin is not None and not self._allows(origin, host, scope["scheme"]):
+            if origin is not None and not self._allows(origin, host):
                 self._on_reject("origin_not_allowed")
                 await _send_json(send, 403, _FORBIDDEN)
                 return
         await self._app(scope, receive, send)
 
-    def _allows(self, origin: bytes, host: bytes | None, scheme: str) -> bool:
+    def _allows(self, origin: bytes, host: bytes | None) -> bool:
         if origin in self._allowed:
             return True
-        return host is not None and origin == scheme.encode() + b"://" + host
+        # Same origin: the page's host is the one it sent this request to. The scheme is
+        # left out on purpose: behind a proxy that ends TLS, the page is https and this
+        # hop is http. A page elsewhere cannot make a browser send this Host with it.
+        return bool(host) and origin.partition(b"://")[2] == host
 
 
 class JsonCORSMiddleware(CORSMiddleware):

@@ -214,3 +214,20 @@ async def test_the_metrics_port_needs_the_token_too(harness_factory) -> None:
     assert denied.json()["code"] == "UNAUTHORIZED"
     assert allowed.status_code == odd.status_code == 200
     assert "fit_check_requests_total" in allowed.text
+
+
+async def test_a_same_origin_page_behind_a_tls_proxy_passes(harness) -> None:
+    """The page is https at the proxy, this hop is http: the host decides, not the scheme."""
+    async with in_process_client(harness.app) as client:
+        response = await client.post(
+            STREAM,
+            json={"query": "Python"},
+            headers={"Origin": "https://fit.example", "Host": "fit.example"},
+        )
+        other = await client.post(
+            STREAM,
+            json={"query": "Python"},
+            headers={"Origin": "https://evil.example", "Host": "fit.example"},
+        )
+    assert response.status_code == 200
+    assert other.status_code == 403
