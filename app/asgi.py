@@ -1,5 +1,7 @@
 """Composition root: the one module that knows both the service and the telemetry wiring.
 
+``build_app`` assembles one app: providers, the service, the HTTP app around it and the
+telemetry around that.
 ``uvicorn app.asgi:build --factory`` (what ``fit-check serve`` runs) reads the settings
 from the environment, sets up logging and telemetry, and builds the app.
 """
@@ -7,16 +9,23 @@ from the environment, sets up logging and telemetry, and builds the app.
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.api.origins import JsonCORSMiddleware, OriginGate
+from app.api.routes import router
+from app.api.schemas import document_sse_events
 from app.config import Settings
-from app.main import create_app
-from app.providers.factory import Providers
+from app.providers.factory import Providers, build_providers
 from app.server import DrainingServer, server_config
 from app.service import FitCheckService
-from otel.instrument import instrument_app
+from otel.instrumentation import instrument_app, instrument_http_client
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 
@@ -40,13 +49,63 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
 def build_app(
     settings: Settings, runtime: TelemetryRuntime, providers: Providers | None = None
 ) -> FastAPI:
-    """Wire an app to an already built telemetry runtime (tests pass in-memory ones)."""
+    """One independent app wired to an already built telemetry runtime (tests pass
+    in-memory ones). Nothing global: call it as often as you like."""
+    telemetry = runtime.telemetry
+    if providers is None:
+        tracer_provider = runtime.tracer_provider
+
+        def trace_http(client: httpx.AsyncClient) -> None:
+            if tracer_provider is not None:
+                instrument_http_client(client, tracer_provider)
+
+        providers = build_providers(settings, trace_http)
+    service = FitCheckService.build(settings, telemetry, providers)
     if settings.metrics_port is not None:
         runtime.serve_metrics(settings.metrics_host, settings.metrics_port, settings.metrics_token)
-    app = create_app(
-        settings, runtime.telemetry, providers=providers, on_shutdown=[runtime.shutdown]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await service.providers.aclose()
+            runtime.shutdown()
+
+    app = FastAPI(
+        title="fit-check",
+        version=__version__,
+        description="Streams an 'is this engineer a fit for you?' analysis over SSE.",
+        lifespan=lifespan,
+        # FastAPI's own telemetry would put a server span in any global provider (such as
+        # opentelemetry-instrument sets) and make ours its child, exported without its root.
+        # otel/ provides all of this service's telemetry.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Starlette's trailing-slash redirect builds its Location from the Host header:
+        # a client-chosen host in a redirect. A wrong path is a plain 404 instead.
+        redirect_slashes=False,
     )
-    service: FitCheckService = app.state.service
+    app.state.service = service
+    install_error_handlers(app, telemetry.rejected)
+    app.include_router(router)
+    # Added innermost first: OriginGate -> CORS -> BodySizeLimit -> routes, so a refused
+    # origin costs nothing and an allowed page can read a 413.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=telemetry.rejected
+    )
+    # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
+    app.add_middleware(
+        JsonCORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "Last-Event-ID"],
+        expose_headers=["X-Session-Id", "traceresponse"],
+        allow_credentials=False,
+    )
+    app.add_middleware(
+        OriginGate, allowed_origins=settings.allowed_origins, on_reject=telemetry.rejected
+    )
+    document_sse_events(app)
     instrument_app(
         app,
         runtime.tracer_provider,

@@ -13,9 +13,9 @@ from app.pipeline.analysis import load_profile
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
 from app.pipeline.gateway import ProviderGateway
-from app.pipeline.runner import FitCheckPipeline
+from app.pipeline.live_sessions import LiveSessions
+from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.session import SessionRun
-from app.pipeline.sessions import LiveSessions
 from app.providers.factory import Providers
 from app.rejections import REJECTION_REASONS
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker

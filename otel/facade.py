@@ -18,14 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from opentelemetry import context, trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from otel.context import SESSION_ID_ATTRIBUTE, bind_session
-from otel.instrument import instrument_http_client
-from otel.instruments import Instruments
+from otel.metrics import Instruments
 
 log = logging.getLogger("fit_check.telemetry")
 
@@ -101,12 +99,10 @@ class Telemetry:
         meter: Meter,
         service_version: str,
         render_metrics: Callable[[str | None], tuple[bytes, str]] | None = None,
-        tracer_provider: TracerProvider | None = None,
         capture_content: bool = False,
     ) -> None:
         self._capture_content = capture_content
         self._tracer = tracer
-        self._tracer_provider = tracer_provider
         self._instruments = Instruments(meter, service_version=service_version)
         self._render_metrics = render_metrics
         self._status_attrs = {
@@ -134,11 +130,6 @@ class Telemetry:
         self._instruments.observe_state(
             active_sessions=active_sessions, breaker_states=breaker_states
         )
-
-    def instrument_http_client(self, client: httpx.AsyncClient) -> None:
-        """Trace a provider's outbound HTTP (no-op when telemetry is off)."""
-        if self._tracer_provider is not None:
-            instrument_http_client(client, self._tracer_provider)
 
     def render_metrics(self, accept: str | None) -> tuple[bytes, str] | None:
         """The Prometheus exposition for ``/metrics``, or None when metrics are disabled."""

@@ -57,7 +57,7 @@ class UrlRedactingSpanProcessor(SpanProcessor):
 
     Outbound HTTP client spans (a search API's ``q=``) set their URL when they start. The
     ASGI server span sets its attributes again after it starts, so its request hook
-    redacts too (``otel.instrument``).
+    redacts too (``otel.instrumentation``).
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

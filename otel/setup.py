@@ -180,7 +180,6 @@ def setup_telemetry(
         service_version=config.service_version,
         render_metrics=exposition_renderer(registry),
         capture_content=config.capture_content,
-        tracer_provider=tracer_provider,
     )
     return TelemetryRuntime(
         telemetry=telemetry,

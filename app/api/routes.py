@@ -19,8 +19,8 @@ from app.api.schemas import (
     sse_event_schema,
 )
 from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
+from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.session import SessionRun
-from app.pipeline.sessions import SessionLimitReached
 from app.service import FitCheckService
 from otel.facade import Telemetry
 from otel.scrape import bearer_token_matches

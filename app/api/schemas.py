@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -173,3 +174,21 @@ def sse_event_schema() -> dict[str, Any]:
             for name, model in SSE_EVENT_MODELS.items()
         ]
     }
+
+
+def document_sse_events(app: FastAPI) -> None:
+    """Put the SSE payload schemas into the OpenAPI components, where /docs shows them."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in SSE_EVENT_MODELS.values():
+                components[model.__name__] = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

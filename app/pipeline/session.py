@@ -31,8 +31,8 @@ import anyio
 
 from app.pipeline.event_ids import event_id
 from app.pipeline.events import ErrorCode, Event, PipelineError
+from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.replay import ReplayBuffer
-from app.pipeline.runner import FitCheckPipeline
 from otel.facade import RequestScope, Telemetry
 
 log = logging.getLogger("fit_check.session")
