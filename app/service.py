@@ -7,8 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from app.api.schemas import FitCheckRequest, HealthResponse
 from app.config import Settings
+from app.models import FitCheckRequest, HealthResponse
 from app.pipeline.analysis import load_profile
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.schemas import ErrorBody, FieldError, FitCheckRequest
+from app.api.schemas import ErrorBody, FieldError
+from app.models import FitCheckRequest
 from app.rejections import RejectionReason
 
 #: Field names an error may name; anything else in a location came from the client.

@@ -12,12 +12,11 @@ from app.api.errors import error_response
 from app.api.schemas import (
     SSE_DESCRIPTION,
     ErrorBody,
-    FitCheckRequest,
-    HealthResponse,
     LivenessResponse,
     ReadinessResponse,
     sse_event_schema,
 )
+from app.models import FitCheckRequest, HealthResponse
 from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.session import SessionRun

@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-from app.pipeline.events import ErrorCode, PipelineError
+from app.pipeline.events import PipelineError, StreamErrorCode
 from app.providers.base import LLMProvider, LLMRequest, LLMUsage, SearchProvider, SearchResult
 from app.resilience.breaker import CircuitBreaker, CircuitOpenError
 from otel.facade import Telemetry
@@ -60,7 +60,7 @@ class ProviderGateway:
                 scope.result_count = len(unique)
                 return list(unique.values())
 
-        return await self._guarded("search", ErrorCode.SEARCH_ERROR, call)
+        return await self._guarded("search", "SEARCH_ERROR", call)
 
     async def complete(
         self, request: LLMRequest, on_chunk: Callable[[str], None] | None = None
@@ -87,10 +87,10 @@ class ProviderGateway:
                     scope.output_parts = parts
                 return "".join(parts)
 
-        return await self._guarded("llm", ErrorCode.LLM_ERROR, call)
+        return await self._guarded("llm", "LLM_ERROR", call)
 
     async def _guarded(
-        self, dependency: str, code: ErrorCode, call: Callable[[], Coroutine[Any, Any, T]]
+        self, dependency: str, code: StreamErrorCode, call: Callable[[], Coroutine[Any, Any, T]]
     ) -> T:
         breaker = self._breakers[dependency]
         before = breaker.state

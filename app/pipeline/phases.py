@@ -21,7 +21,15 @@ from app.pipeline.analysis import (
     match_skills,
     overall_score,
 )
-from app.pipeline.events import Event, Phase
+from app.pipeline.events import (
+    Event,
+    Phase,
+    PhaseCompleteEvent,
+    PhaseEvent,
+    ResponseEvent,
+    ThoughtEvent,
+    ThoughtKind,
+)
 from app.pipeline.gateway import ProviderGateway
 from app.providers.base import LLMRequest, Message
 from otel.facade import Telemetry
@@ -41,7 +49,7 @@ class PhaseResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class _Run:
+class PhaseEmitter:
     """Emits the events of one run; drops thoughts when the client did not ask for them."""
 
     def __init__(self, emit: Emit, include_thoughts: bool, telemetry: Telemetry) -> None:
@@ -50,27 +58,34 @@ class _Run:
         self._telemetry = telemetry
         self._step = 0
 
-    def thought(self, kind: str, content: str, **extra: Any) -> None:
+    def thought(
+        self, kind: ThoughtKind, content: str, *, tool: str | None = None, input: str | None = None
+    ) -> None:
         if not self._include_thoughts:
             return
         self._step += 1
-        self.emit(Event("thought", {"step": self._step, "type": kind, "content": content, **extra}))
+        thought = ThoughtEvent(step=self._step, type=kind, content=content)
+        if tool is not None:
+            thought["tool"] = tool
+        if input is not None:
+            thought["input"] = input
+        self.emit(Event("thought", thought))
 
     @contextmanager
     def phase(self, phase: Phase, message: str) -> Iterator[PhaseResult]:
-        with self._telemetry.phase(phase.value) as scope:
-            self.emit(Event("phase", {"phase": phase.value, "message": message}))
+        with self._telemetry.phase(phase) as scope:
+            self.emit(Event("phase", PhaseEvent(phase=phase, message=message)))
             result = PhaseResult()
             yield result
             self.emit(
                 Event(
                     "phase_complete",
-                    {
-                        "phase": phase.value,
-                        "summary": result.summary,
-                        "data": result.data,
-                        "duration_ms": scope.elapsed_ms(),
-                    },
+                    PhaseCompleteEvent(
+                        phase=phase,
+                        summary=result.summary,
+                        data=result.data,
+                        duration_ms=scope.elapsed_ms(),
+                    ),
                 )
             )
 
@@ -95,16 +110,16 @@ class FitCheckPipeline:
         self._results_per_query = results_per_query
 
     async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
-        run = _Run(emit, include_thoughts, self._telemetry)
+        run = PhaseEmitter(emit, include_thoughts, self._telemetry)
         profile = self._profile
 
-        with run.phase(Phase.CONNECTING, "Reading the query") as result:
+        with run.phase("connecting", "Reading the query") as result:
             kind = self._query_kind(query)
             run.thought("reasoning", f"The query reads as a {kind.replace('_', ' ')}.")
             result.summary = f"Evaluating {profile.name} against a {kind.replace('_', ' ')}"
             result.data = {"query_kind": kind, "engineer": profile.name}
 
-        with run.phase(Phase.DEEP_RESEARCH, "Researching the employer") as result:
+        with run.phase("deep_research", "Researching the employer") as result:
             queries = self._research_queries(query)
             for q in queries:
                 run.thought("tool_call", "Searching", tool="search", input=q)
@@ -127,7 +142,7 @@ class FitCheckPipeline:
             "matches": [m.as_dict() for m in matches],
         }
 
-        with run.phase(Phase.SKEPTICAL_COMPARISON, "Comparing skeptically") as result:
+        with run.phase("skeptical_comparison", "Comparing skeptically") as result:
             text = await self._gateway.complete(self._request("skeptical_comparison", facts))
             run.thought("reasoning", text)
             gaps = [m.skill for m in matches if m.verdict == "gap"]
@@ -141,16 +156,16 @@ class FitCheckPipeline:
         score = overall_score(matches)
         facts.update(score=score, label=fit_label(score))
 
-        with run.phase(Phase.SKILLS_MATCHING, "Matching skills") as result:
+        with run.phase("skills_matching", "Matching skills") as result:
             text = await self._gateway.complete(self._request("skills_matching", facts))
             run.thought("reasoning", text)
             result.summary = f"Fit score {score}/100 over {len(matches)} skills"
             result.data = {"score": score, "matches": facts["matches"]}
 
-        with run.phase(Phase.GENERATE_RESULTS, "Writing the report") as result:
+        with run.phase("generate_results", "Writing the report") as result:
             report = await self._gateway.complete(
                 self._request("generate_results", facts, max_tokens=1200),
-                on_chunk=lambda chunk: emit(Event("response", {"chunk": chunk})),
+                on_chunk=lambda chunk: emit(Event("response", ResponseEvent(chunk=chunk))),
             )
             result.summary = f"{fit_label(score).capitalize()} ({score}/100)"
             result.data = {"score": score, "label": fit_label(score), "characters": len(report)}

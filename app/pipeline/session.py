@@ -30,7 +30,14 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 
 from app.pipeline.event_ids import event_id
-from app.pipeline.events import ErrorCode, Event, PipelineError
+from app.pipeline.events import (
+    CompleteEvent,
+    ErrorEvent,
+    Event,
+    PipelineError,
+    SessionEvent,
+    StreamErrorCode,
+)
 from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.replay import ReplayBuffer
 from otel.facade import RequestScope, Telemetry
@@ -241,17 +248,17 @@ class SessionRun:
         with self._telemetry.request(self.session_id, query_length=len(self._query)) as scope:
             self._scope = scope
             self._emit(
-                Event("session", {"session_id": self.session_id, "trace_id": self._trace_id})
+                Event("session", SessionEvent(session_id=self.session_id, trace_id=self._trace_id))
             )
             terminal = await self._pipeline_outcome(scope)
             if terminal is None:
                 terminal = Event(
                     "complete",
-                    {
-                        "duration_ms": int((time.perf_counter() - started) * 1000),
-                        "session_id": self.session_id,
-                        "trace_id": self._trace_id,
-                    },
+                    CompleteEvent(
+                        duration_ms=int((time.perf_counter() - started) * 1000),
+                        session_id=self.session_id,
+                        trace_id=self._trace_id,
+                    ),
                 )
             self._emit(terminal)
             # Settled once a reader got it; if nobody does, the owner cancels this wait
@@ -273,21 +280,21 @@ class SessionRun:
             scope.outcome = "cancelled"
             scope.cancel_reason = "shutdown"
             log.warning("Request stopped: the instance is shutting down")
-            return _error(ErrorCode.SHUTTING_DOWN, "The service is restarting; send it again")
+            return _error("SHUTTING_DOWN", "The service is restarting; send it again")
         except TimeoutError:
             scope.outcome = "timeout"
             log.warning("Request timed out", extra={"timeout_s": self._timeout_s})
-            return _error(ErrorCode.TIMEOUT, f"The analysis took longer than {self._timeout_s:g}s")
+            return _error("TIMEOUT", f"The analysis took longer than {self._timeout_s:g}s")
         except PipelineError as exc:
             scope.outcome = "error"
-            log.warning("Request failed", extra={"code": exc.code.value})
+            log.warning("Request failed", extra={"code": exc.code})
             return _error(exc.code, exc.message)
         except Exception:
             scope.outcome = "error"
             log.exception("Pipeline crashed")
-            return _error(ErrorCode.AGENT_ERROR, "The analysis failed unexpectedly")
+            return _error("AGENT_ERROR", "The analysis failed unexpectedly")
         return None
 
 
-def _error(code: ErrorCode, message: str) -> Event:
-    return Event("error", {"code": code.value, "message": message})
+def _error(code: StreamErrorCode, message: str) -> Event:
+    return Event("error", ErrorEvent(code=code, message=message))

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.api.schemas import FitCheckRequest
 from app.asgi import build_app
+from app.models import FitCheckRequest
 from app.pipeline.event_ids import LastEventId, event_id, parse_last_event_id
 from otel.redact import redact_url
 from otel.testing import captured_telemetry

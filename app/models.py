@@ -1,0 +1,62 @@
+"""What the service is asked and what it reports: models shared by the API and the service.
+
+They live below the API layer so the service can use them without importing HTTP code;
+they are also the OpenAPI documentation of the request and of the health answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Not in a query: C0 controls other than tab/newline/CR, DEL, bidi embedding and override
+# controls (they make text display other than it reads), and UTF-16 surrogates (a lone one
+# cannot even be encoded for the response). Written with escapes so the OpenAPI document
+# stays ASCII; the same pattern is the check and its documentation.
+_BANNED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+#: The documented rule. Not what runs: a backtracking engine takes quadratic time on it
+#: (2,000 characters and a NUL at the end cost 38 ms a check).
+QUERY_PATTERN = rf"^[^{_BANNED}]*[^\s{_BANNED}][^{_BANNED}]*$"
+#: What runs, in linear time: one scan for a banned character. "Something besides
+#: whitespace" is already the length rule after stripping.
+_BANNED_CHARACTER = re.compile(f"[{_BANNED}]")
+
+
+class FitCheckRequest(BaseModel):
+    """What the employer asks. The same model validates the POST body and the GET query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(
+        description="A company name or a job description (1-2,000 characters after trimming; "
+        "no control characters, bidi overrides or lone surrogates).",
+        examples=["Senior Python engineer, FastAPI, Kubernetes"],
+        json_schema_extra={"pattern": QUERY_PATTERN},
+    )
+    session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = Field(
+        None, description="Optional client-chosen id; the server makes a UUID4 when absent."
+    )
+    include_thoughts: bool = Field(True, description="Stream `thought` events as well.")
+
+    @field_validator("query")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if _BANNED_CHARACTER.search(value) is not None:
+            raise ValueError(
+                "query must not contain control characters, bidi overrides or lone surrogates"
+            )
+        return value
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: Literal["fit-check"] = "fit-check"
+    agent_ready: bool
+    active_sessions: int
+    circuit_breakers: dict[str, Literal["closed", "open", "half_open"]]
+    timestamp: float
