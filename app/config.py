@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ProviderName = Literal["offline", "openai", "google"]
-
 
 class Settings(BaseSettings):
     """Service configuration, read from the environment (and an optional ``.env``)."""

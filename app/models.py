@@ -54,9 +54,11 @@ class FitCheckRequest(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["healthy", "degraded", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="degraded: a provider's circuit breaker is open; unhealthy: all are."
+    )
     service: Literal["fit-check"] = "fit-check"
-    agent_ready: bool
+    agent_ready: bool = Field(description="False once the instance drains: no new streams.")
     active_sessions: int
     circuit_breakers: dict[str, Literal["closed", "open", "half_open"]]
     timestamp: float

@@ -82,11 +82,8 @@ class FitCheckService:
         return service
 
     # --- sessions -----------------------------------------------------------------------
-    def open_session(self, request: FitCheckRequest, trace: tuple[str, str] | None) -> SessionRun:
-        """Admit a session (raises SessionLimitReached past the limit) and prepare its run.
-
-        ``trace`` is the current request's (trace id, ``traceparent``), when it is traced.
-        """
+    def open_session(self, request: FitCheckRequest) -> SessionRun:
+        """Admit a session (raises SessionLimitReached past the limit) and prepare its run."""
         settings = self.settings
         run = SessionRun(
             key=new_stream_key(),
@@ -96,8 +93,6 @@ class FitCheckService:
             pipeline=self.pipeline,
             telemetry=self.telemetry,
             timeout_s=settings.request_timeout_s,
-            trace_id=trace[0] if trace else None,
-            trace_parent=trace[1] if trace else None,
             resume_window_s=settings.resume_window_s,
             replay_bytes=settings.replay_buffer_bytes,
             retry_ms=settings.sse_retry_ms,
@@ -124,7 +119,9 @@ class FitCheckService:
         if last is None or last.terminal:
             return None
         run = self.sessions.get(last.key)
-        return run.trace_parent if run is not None and run.can_resume_after(last.seq) else None
+        if run is None or run.trace is None or not run.can_resume_after(last.seq):
+            return None
+        return run.trace.traceparent
 
     # --- draining -------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -156,9 +153,16 @@ class FitCheckService:
     # --- health ---------------------------------------------------------------------------
     def health(self) -> HealthResponse:
         states = {name: breaker.state.value for name, breaker in self.breakers.items()}
-        degraded = any(state == BreakerState.OPEN for state in states.values())
+        open_breakers = sum(state == BreakerState.OPEN for state in states.values())
         return HealthResponse(
-            status="degraded" if degraded else "healthy",
+            # Unhealthy: every provider is refused, no analysis can succeed right now.
+            status=(
+                "unhealthy"
+                if open_breakers == len(states)
+                else "degraded"
+                if open_breakers
+                else "healthy"
+            ),
             agent_ready=not self.draining,
             active_sessions=self.sessions.active,
             circuit_breakers=states,  # type: ignore[arg-type]

@@ -5,6 +5,15 @@ metrics and log lines for that phase follow from it. The facade uses only the Op
 API, so it works the same with real SDK providers, in-memory test providers, or the no-op
 providers of ``OTEL_SDK_DISABLED=true``. It never raises into the caller on its own account
 and re-raises the caller's exceptions unchanged.
+
+One policy for every span it makes (phases, LLM calls, search calls), in ``_traced``:
+
+* an exception: the span gets ERROR status, ``error.type`` and the exception as an event;
+  the call counts as ``error`` in its metrics;
+* a cancellation (the client left, the request timed out, the instance shut down): the
+  span gets ERROR status and ``error.type=cancelled``, and no metric is recorded: the
+  spec's call statuses are success and error, and a duration cut short by someone else
+  would skew the latency histograms. The request's own counter says ``cancelled``.
 """
 
 from __future__ import annotations
@@ -16,46 +25,60 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_FINISH_REASONS,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TOKEN_TYPE,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from otel.context import SESSION_ID_ATTRIBUTE, bind_session
-from otel.metrics import Instruments
+from otel.metrics import REQUEST_STATUSES, CallStatus, Instruments, RequestStatus
 
 log = logging.getLogger("fit_check.telemetry")
 
-# GenAI semantic convention names (the semconv package marks these incubating; kept as
-# constants here so a rename is one line).
-GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
-GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
-GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
-GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
-GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
-GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
-GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
-ERROR_TYPE = "error.type"
 OUTCOME_ATTRIBUTE = "fit_check.outcome"
 CANCEL_REASON_ATTRIBUTE = "fit_check.cancel_reason"
 RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
+CANCELLED = "cancelled"
+
+#: Why a request was cancelled: its client went away, or the instance shut down.
+CancelReason = Literal["client_gone", "shutdown"]
+SpanOutcome = Literal["success", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRef:
+    """The current request's trace: its id for people, its context for W3C headers."""
+
+    trace_id: str
+    #: ``00-<trace id>-<span id>-<flags>``: a ``traceresponse`` header, or the
+    #: ``traceparent`` of a span that should join this trace.
+    traceparent: str
 
 
 @dataclass(slots=True)
 class RequestScope:
     """What the facade needs to know about one request while it runs."""
 
-    session_id: str
     started: float
-    outcome: str = "success"
+    outcome: RequestStatus = "success"
     first_event_seen: bool = False
-    #: Why a ``cancelled`` request was cancelled: ``client_gone`` or ``shutdown``.
-    cancel_reason: str | None = None
+    cancel_reason: CancelReason | None = None
     #: When the last reader's stream ended, if nobody is reading: a cancelled request's
     #: duration ends there, not when its resume window ran out.
     stream_ended: float | None = None
@@ -63,30 +86,51 @@ class RequestScope:
 
 @dataclass(slots=True)
 class PhaseScope:
-    name: str
     started: float
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
 
+class ChatMessage(Protocol):
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+
 @dataclass(slots=True)
 class LLMCallScope:
-    """Filled in by the caller as the stream ends."""
+    """One LLM call's usage: the provider fills it in as the stream ends (it is the
+    ``usage`` a provider's ``stream`` gets), the caller adds the parts it received."""
 
     response_model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
-    #: Recorded only when content capture is on (FIT_CHECK_CAPTURE_CONTENT).
-    input_messages: Sequence[Any] | None = None  # objects with .role and .content
-    output_parts: list[str] | None = None
+    output_parts: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class SearchCallScope:
     result_count: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _SpanRun:
+    span: Span
+    started: float
+    outcome: SpanOutcome = "success"
+    error_type: str | None = None
+
+    @property
+    def counted(self) -> CallStatus | None:
+        """The status the call's metrics record, or None for a cancelled call."""
+        return None if self.outcome == CANCELLED else self.outcome
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
 
 
 class Telemetry:
@@ -105,18 +149,18 @@ class Telemetry:
         self._tracer = tracer
         self._instruments = Instruments(meter, service_version=service_version)
         self._render_metrics = render_metrics
-        self._status_attrs = {
-            s: {"status": s} for s in ("success", "error", "timeout", "cancelled")
+        self._status_attrs: dict[RequestStatus, dict[str, AttributeValue]] = {
+            status: {"status": status} for status in REQUEST_STATUSES
         }
 
     # --- wiring --------------------------------------------------------------------
     def prepare(
         self,
         *,
-        phases: tuple[str, ...],
+        phases: Sequence[str],
         llm_model: str,
         search_provider: str,
-        rejection_reasons: tuple[str, ...],
+        rejection_reasons: Sequence[str],
         active_sessions: Callable[[], int],
         breaker_states: Callable[[], Mapping[str, int]],
     ) -> None:
@@ -137,19 +181,19 @@ class Telemetry:
 
     # --- requests ----------------------------------------------------------------
     @staticmethod
-    def trace_header() -> tuple[str, str] | None:
-        """The current trace as (trace id, W3C ``traceresponse`` header), if one is recorded."""
+    def current_trace() -> TraceRef | None:
+        """The current span's trace, if one is recorded."""
         span_context = trace.get_current_span().get_span_context()
         if not span_context.is_valid:
             return None
         trace_id = format(span_context.trace_id, "032x")
-        header = f"00-{trace_id}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
-        return trace_id, header
+        flags = int(span_context.trace_flags)
+        return TraceRef(trace_id, f"00-{trace_id}-{span_context.span_id:016x}-{flags:02x}")
 
     @contextmanager
     def request(self, session_id: str, *, query_length: int) -> Iterator[RequestScope]:
         """One streamed request: binds the session id, counts and times the outcome."""
-        scope = RequestScope(session_id=session_id, started=time.perf_counter())
+        scope = RequestScope(started=time.perf_counter())
         token = bind_session(session_id)
         span = trace.get_current_span()
         span.set_attribute(SESSION_ID_ATTRIBUTE, session_id)
@@ -157,31 +201,33 @@ class Telemetry:
         try:
             yield scope
         except asyncio.CancelledError:
-            scope.outcome = "cancelled"
+            scope.outcome = CANCELLED
             scope.cancel_reason = scope.cancel_reason or "client_gone"
             raise
         except BaseException:
             scope.outcome = "error"
             raise
         finally:
-            ended = time.perf_counter()
-            if scope.outcome == "cancelled" and scope.stream_ended is not None:
-                ended = scope.stream_ended
-            duration = ended - scope.started
-            span.set_attribute(OUTCOME_ATTRIBUTE, scope.outcome)
-            extra: dict[str, object] = {
-                "status": scope.outcome,
-                "duration_ms": int(duration * 1000),
-            }
-            if scope.outcome != "success":
-                span.set_status(Status(StatusCode.ERROR, scope.outcome))
-            if scope.outcome == "cancelled" and scope.cancel_reason:
-                span.set_attribute(CANCEL_REASON_ATTRIBUTE, scope.cancel_reason)
-                extra["reason"] = scope.cancel_reason
-            self._instruments.requests.add(1, self._status_attrs[scope.outcome])
-            self._instruments.request_duration.record(duration)
-            log.info("Request completed", extra=extra)
-            context.detach(token)
+            try:
+                self._request_ended(span, scope)
+            finally:
+                context.detach(token)
+
+    def _request_ended(self, span: Span, scope: RequestScope) -> None:
+        ended = time.perf_counter()
+        if scope.outcome == CANCELLED and scope.stream_ended is not None:
+            ended = scope.stream_ended
+        duration = ended - scope.started
+        span.set_attribute(OUTCOME_ATTRIBUTE, scope.outcome)
+        extra: dict[str, object] = {"status": scope.outcome, "duration_ms": int(duration * 1000)}
+        if scope.outcome != "success":
+            span.set_status(Status(StatusCode.ERROR, scope.outcome))
+        if scope.outcome == CANCELLED and scope.cancel_reason:
+            span.set_attribute(CANCEL_REASON_ATTRIBUTE, scope.cancel_reason)
+            extra["reason"] = scope.cancel_reason
+        self._instruments.requests.add(1, self._status_attrs[scope.outcome])
+        self._instruments.request_duration.record(duration)
+        log.info("Request completed", extra=extra)
 
     @contextmanager
     def session_context(self, session_id: str) -> Iterator[None]:
@@ -211,158 +257,133 @@ class Telemetry:
             scope.first_event_seen = True
             self._instruments.first_event.record(time.perf_counter() - scope.started)
 
+    # --- spans: one policy ------------------------------------------------------------
+    @contextmanager
+    def _traced(
+        self,
+        name: str,
+        attributes: Mapping[str, AttributeValue],
+        on_end: Callable[[_SpanRun], None],
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Iterator[_SpanRun]:
+        """A span around the caller's block, classified by the module's policy; ``on_end``
+        records the metrics and the last attributes while the span is still open."""
+        span = self._tracer.start_span(name, kind=kind, attributes=attributes)
+        run = _SpanRun(span=span, started=time.perf_counter())
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
+            try:
+                yield run
+            except asyncio.CancelledError:
+                run.outcome, run.error_type = CANCELLED, CANCELLED
+                span.set_status(Status(StatusCode.ERROR, CANCELLED))
+                span.set_attribute(ERROR_TYPE, CANCELLED)
+                raise
+            except BaseException as exc:
+                run.outcome, run.error_type = "error", type(exc).__qualname__
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, run.error_type))
+                span.set_attribute(ERROR_TYPE, run.error_type)
+                raise
+            finally:
+                try:
+                    on_end(run)
+                except Exception:  # telemetry never breaks the caller
+                    log.warning("Telemetry failed to finish span %s", name, exc_info=True)
+
     # --- phases ---------------------------------------------------------------------
     @contextmanager
     def phase(self, name: str) -> Iterator[PhaseScope]:
         """A child span, a completion count, a duration and two log lines for one phase."""
-        scope = PhaseScope(name=name, started=time.perf_counter())
-        attrs = {PHASE_ATTRIBUTE: name}
-        span = self._tracer.start_span(f"fit_check.phase {name}", attributes=attrs)
-        status = "success"
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
+        attributes = {"phase": name}
+
+        def ended(run: _SpanRun) -> None:
+            duration = run.elapsed_s()
+            if run.counted is not None:
+                self._instruments.phase_completions.add(1, {**attributes, "status": run.counted})
+                self._instruments.phase_duration.record(duration, attributes)
+            log.info(
+                "Phase completed",
+                extra={"phase": name, "status": run.outcome, "duration_ms": int(duration * 1000)},
+            )
+
+        with self._traced(f"fit_check.phase {name}", {PHASE_ATTRIBUTE: name}, ended) as run:
             log.info("Phase started", extra={"phase": name})
-            try:
-                yield scope
-            except asyncio.CancelledError:
-                status = "cancelled"
-                span.set_status(Status(StatusCode.ERROR, "cancelled"))
-                raise
-            except BaseException as exc:
-                status = "error"
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
-            finally:
-                duration = time.perf_counter() - scope.started
-                if status != "cancelled":
-                    self._instruments.phase_completions.add(1, {"phase": name, "status": status})
-                    self._instruments.phase_duration.record(duration, {"phase": name})
-                log.info(
-                    "Phase completed",
-                    extra={"phase": name, "status": status, "duration_ms": int(duration * 1000)},
-                )
+            yield PhaseScope(started=run.started)
 
     # --- provider calls ---------------------------------------------------------------
     @contextmanager
     def llm_call(
-        self, *, provider: str, model: str, operation: str = "chat"
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_messages: Sequence[ChatMessage] = (),
+        operation: str = "chat",
     ) -> Iterator[LLMCallScope]:
-        """A GenAI client span plus the spec's LLM metrics; no prompt text is recorded."""
+        """A GenAI client span plus the spec's LLM metrics; prompt and completion text only
+        with content capture on (FIT_CHECK_CAPTURE_CONTENT)."""
         scope = LLMCallScope()
-        started = time.perf_counter()
-        attrs = {
+        attributes: dict[str, AttributeValue] = {
             GEN_AI_OPERATION_NAME: operation,
             GEN_AI_PROVIDER_NAME: provider,
             GEN_AI_REQUEST_MODEL: model,
         }
-        span = self._tracer.start_span(
-            f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attrs
-        )
-        error_type: str | None = None
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                yield scope
-            except asyncio.CancelledError:
-                error_type = "cancelled"
-                raise
-            except BaseException as exc:
-                error_type = type(exc).__qualname__
-                span.record_exception(exc)
-                raise
-            finally:
-                duration = time.perf_counter() - started
-                self._finish_llm(span, scope, attrs, model, duration, error_type)
 
-    def _finish_llm(
-        self,
-        span: trace.Span,
-        scope: LLMCallScope,
-        attrs: dict[str, str],
-        model: str,
-        duration: float,
-        error_type: str | None,
-    ) -> None:
-        metric_attrs: dict[str, str] = dict(attrs)
-        if scope.response_model:
-            span.set_attribute(GEN_AI_RESPONSE_MODEL, scope.response_model)
-            metric_attrs[GEN_AI_RESPONSE_MODEL] = scope.response_model
-        if self._capture_content:
-            self._record_content(span, scope)
-        if scope.finish_reason:
-            span.set_attribute(GEN_AI_FINISH_REASONS, (scope.finish_reason,))
-        if error_type is not None:
-            span.set_status(Status(StatusCode.ERROR, error_type))
-            span.set_attribute(ERROR_TYPE, error_type)
-            metric_attrs[ERROR_TYPE] = error_type
-        if error_type != "cancelled":
-            status = "success" if error_type is None else "error"
-            self._instruments.llm_calls.add(1, {"model": model, "status": status})
+        def ended(run: _SpanRun) -> None:
+            span = run.span
+            metric_attributes = dict(attributes)
+            if scope.response_model:
+                span.set_attribute(GEN_AI_RESPONSE_MODEL, scope.response_model)
+                metric_attributes[GEN_AI_RESPONSE_MODEL] = scope.response_model
+            if scope.finish_reason:
+                span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, (scope.finish_reason,))
+            if self._capture_content:
+                _record_content(span, input_messages, scope.output_parts)
+            tokens = (
+                ("input", GEN_AI_USAGE_INPUT_TOKENS, scope.input_tokens),
+                ("output", GEN_AI_USAGE_OUTPUT_TOKENS, scope.output_tokens),
+            )
+            for _, attribute, count in tokens:
+                if count is not None:
+                    span.set_attribute(attribute, count)
+            if run.counted is None:
+                return
+            duration = run.elapsed_s()
+            if run.error_type is not None:
+                metric_attributes[ERROR_TYPE] = run.error_type
+            self._instruments.llm_calls.add(1, {"model": model, "status": run.counted})
             self._instruments.llm_latency.record(duration, {"model": model})
-        self._instruments.genai_duration.record(duration, metric_attrs)
-        usage = (
-            ("input", GEN_AI_INPUT_TOKENS, scope.input_tokens),
-            ("output", GEN_AI_OUTPUT_TOKENS, scope.output_tokens),
-        )
-        for token_type, attribute, count in usage:
-            if count is not None:
-                span.set_attribute(attribute, count)
-                self._instruments.genai_tokens.record(
-                    count, {**metric_attrs, GEN_AI_TOKEN_TYPE: token_type}
-                )
+            self._instruments.genai_duration.record(duration, metric_attributes)
+            for token_type, _, count in tokens:
+                if count is not None:
+                    self._instruments.genai_tokens.record(
+                        count, {**metric_attributes, GEN_AI_TOKEN_TYPE: token_type}
+                    )
 
-    @staticmethod
-    def _record_content(span: trace.Span, scope: LLMCallScope) -> None:
-        """Prompt and completion as the GenAI conventions name them; opt-in, they may be PII."""
-        if scope.input_messages is not None:
-            messages = [
-                {"role": m.role, "parts": [{"type": "text", "content": m.content}]}
-                for m in scope.input_messages
-            ]
-            span.set_attribute(GEN_AI_INPUT_MESSAGES, json.dumps(messages))
-        if scope.output_parts is not None:
-            text = "".join(scope.output_parts)
-            output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
-            span.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps(output))
+        with self._traced(f"{operation} {model}", attributes, ended, SpanKind.CLIENT):
+            yield scope
 
     @contextmanager
     def search_call(self, *, provider: str, query_count: int) -> Iterator[SearchCallScope]:
         """A client span and the search metrics for one round of search queries."""
         scope = SearchCallScope()
-        started = time.perf_counter()
-        span = self._tracer.start_span(
-            f"search {provider}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "fit_check.search.provider": provider,
-                "fit_check.search.query_count": query_count,
-            },
-        )
-        status = "success"
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                yield scope
-            except asyncio.CancelledError:
-                status = "cancelled"
-                raise
-            except BaseException as exc:
-                status = "error"
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-                raise
-            finally:
-                span.set_attribute("fit_check.search.result_count", scope.result_count)
-                if status != "cancelled":
-                    self._instruments.search_calls.add(1, {"provider": provider, "status": status})
-                    self._instruments.search_latency.record(
-                        time.perf_counter() - started, {"provider": provider}
-                    )
+        attributes: dict[str, AttributeValue] = {
+            "fit_check.search.provider": provider,
+            "fit_check.search.query_count": query_count,
+        }
 
+        def ended(run: _SpanRun) -> None:
+            run.span.set_attribute("fit_check.search.result_count", scope.result_count)
+            if run.counted is not None:
+                self._instruments.search_calls.add(1, {"provider": provider, "status": run.counted})
+                self._instruments.search_latency.record(run.elapsed_s(), {"provider": provider})
+
+        with self._traced(f"search {provider}", attributes, ended, SpanKind.CLIENT):
+            yield scope
+
+    # --- circuit breakers ---------------------------------------------------------------
     @staticmethod
     def breaker_rejected(dependency: str, retry_after_s: float) -> None:
         """An open breaker refused a call: visible on the current span and in the log."""
@@ -382,3 +403,15 @@ class Telemetry:
             "Circuit breaker state changed",
             extra={"dependency": dependency, "from_state": old, "to_state": new},
         )
+
+
+def _record_content(span: Span, messages: Sequence[ChatMessage], parts: Sequence[str]) -> None:
+    """Prompt and completion as the GenAI conventions name them; opt-in, they may be PII."""
+    span.set_attribute(
+        GEN_AI_INPUT_MESSAGES,
+        json.dumps(
+            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages]
+        ),
+    )
+    output = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(parts)}]}]
+    span.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps(output))

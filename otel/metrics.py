@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal, get_args
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-REQUEST_STATUSES = ("success", "error", "timeout", "cancelled")
-PHASE_STATUSES = ("success", "error")
-CALL_STATUSES = ("success", "error")
+#: The spec's request statuses, and the statuses of a phase or provider call (a cancelled
+#: call records no metric: see ``otel.facade``).
+RequestStatus = Literal["success", "error", "timeout", "cancelled"]
+CallStatus = Literal["success", "error"]
+REQUEST_STATUSES: tuple[RequestStatus, ...] = get_args(RequestStatus)
+CALL_STATUSES: tuple[CallStatus, ...] = get_args(CallStatus)
 
 REQUEST_DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)
 PHASE_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60)
@@ -141,7 +145,7 @@ class Instruments:
         for reason in rejection_reasons:
             self.rejected.add(0, {"reason": reason})
         for phase in phases:
-            for status in PHASE_STATUSES:
+            for status in CALL_STATUSES:
                 self.phase_completions.add(0, {"phase": phase, "status": status})
         for status in CALL_STATUSES:
             for model in llm_models:

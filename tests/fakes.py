@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from app.providers.base import LLMRequest, LLMUsage, ProviderError, SearchResult
 from app.providers.factory import Providers
@@ -45,7 +45,7 @@ class CountingLLM:
         self.calls = 0
         self.active = 0
 
-    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
         self.calls += 1
         self.active += 1
         try:

@@ -21,7 +21,7 @@ from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.session import SessionRun
 from app.service import FitCheckService
-from otel.facade import Telemetry
+from otel.facade import Telemetry, TraceRef
 from otel.scrape import bearer_token_matches
 
 RETRY_AFTER_S = 5
@@ -98,10 +98,10 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 router = APIRouter()
 
 
-def _stream_headers(session_id: str, trace: tuple[str, str] | None) -> dict[str, str]:
+def _stream_headers(session_id: str, trace: TraceRef | None) -> dict[str, str]:
     headers = {"X-Session-Id": session_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if trace is not None:
-        headers["traceresponse"] = trace[1]
+        headers["traceresponse"] = trace.traceparent
     return headers
 
 
@@ -119,9 +119,8 @@ def _open_stream(
             "this instance is shutting down; send the request again",
             headers={"Retry-After": str(SHUTTING_DOWN_RETRY_AFTER_S), "Connection": "close"},
         )
-    trace = telemetry.trace_header()
     try:
-        run = service.open_session(body, trace)
+        run = service.open_session(body)
     except SessionLimitReached as exc:
         telemetry.rejected("rate_limited")
         return error_response(
@@ -132,7 +131,7 @@ def _open_stream(
         telemetry,
         after=None,
         ping_s=service.settings.sse_ping_s,
-        headers=_stream_headers(run.session_id, trace),
+        headers=_stream_headers(run.session_id, telemetry.current_trace()),
     )
 
 
@@ -153,7 +152,7 @@ def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
         service.telemetry,
         after=last.seq,
         ping_s=service.settings.sse_ping_s,
-        headers=_stream_headers(run.session_id, service.telemetry.trace_header()),
+        headers=_stream_headers(run.session_id, service.telemetry.current_trace()),
     )
 
 

@@ -8,7 +8,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from app.pipeline.events import PipelineError, StreamErrorCode
-from app.providers.base import LLMProvider, LLMRequest, LLMUsage, SearchProvider, SearchResult
+from app.providers.base import LLMProvider, LLMRequest, SearchProvider, SearchResult
 from app.resilience.breaker import CircuitBreaker, CircuitOpenError
 from otel.facade import Telemetry
 
@@ -43,10 +43,6 @@ class ProviderGateway:
         self._telemetry = telemetry
         self._timeout_s = timeout_s
 
-    @property
-    def llm_model(self) -> str:
-        return self._llm.model
-
     async def search(self, queries: list[str], *, limit: int) -> list[SearchResult]:
         """One round of queries as one guarded call; results de-duplicated by URL."""
 
@@ -68,24 +64,16 @@ class ProviderGateway:
         """Stream one completion; ``on_chunk`` sees each piece as it arrives."""
 
         async def call() -> str:
-            with self._telemetry.llm_call(provider=self._llm.name, model=self._llm.model) as scope:
-                usage = LLMUsage()
-                parts: list[str] = []
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        async with aclosing(self._llm.stream(request, usage)) as chunks:
-                            async for chunk in chunks:
-                                parts.append(chunk)
-                                if on_chunk is not None:
-                                    on_chunk(chunk)
-                finally:
-                    scope.response_model = usage.response_model
-                    scope.input_tokens = usage.input_tokens
-                    scope.output_tokens = usage.output_tokens
-                    scope.finish_reason = usage.finish_reason
-                    scope.input_messages = request.messages
-                    scope.output_parts = parts
-                return "".join(parts)
+            with self._telemetry.llm_call(
+                provider=self._llm.name, model=self._llm.model, input_messages=request.messages
+            ) as usage:
+                async with asyncio.timeout(self._timeout_s):
+                    async with aclosing(self._llm.stream(request, usage)) as chunks:
+                        async for chunk in chunks:
+                            usage.output_parts.append(chunk)
+                            if on_chunk is not None:
+                                on_chunk(chunk)
+                return "".join(usage.output_parts)
 
         return await self._guarded("llm", "LLM_ERROR", call)
 

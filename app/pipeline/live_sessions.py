@@ -15,7 +15,6 @@ from typing import Generic, Protocol, TypeVar
 class SessionLimitReached(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} sessions are already streaming")
-        self.limit = limit
 
 
 class Keyed(Protocol):

@@ -40,7 +40,7 @@ from app.pipeline.events import (
 )
 from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.replay import ReplayBuffer
-from otel.facade import RequestScope, Telemetry
+from otel.facade import RequestScope, Telemetry, TraceRef
 
 log = logging.getLogger("fit_check.session")
 
@@ -58,8 +58,6 @@ class SessionRun:
         pipeline: FitCheckPipeline,
         telemetry: Telemetry,
         timeout_s: float,
-        trace_id: str | None,
-        trace_parent: str | None,
         resume_window_s: float,
         replay_bytes: int,
         retry_ms: int,
@@ -68,14 +66,13 @@ class SessionRun:
     ) -> None:
         self.key = key
         self.session_id = session_id
-        #: W3C ``traceparent`` of the opening request's span; a reconnect's span is its child.
-        self.trace_parent = trace_parent
+        #: The opening request's trace (known once started); a reconnect's span joins it.
+        self.trace: TraceRef | None = None
         self._query = query
         self._include_thoughts = include_thoughts
         self._pipeline = pipeline
         self._telemetry = telemetry
         self._timeout_s = timeout_s
-        self._trace_id = trace_id
         self._resume_window_s = resume_window_s
         self._retry_frame = b"retry: %d\r\n\r\n" % retry_ms
         self._on_closed = on_closed
@@ -98,6 +95,7 @@ class SessionRun:
     def start(self) -> None:
         """Start the pipeline task in the caller's context (it inherits the request span)."""
         if self._task is None:
+            self.trace = self._telemetry.current_trace()
             self._task = asyncio.create_task(self._run(), name=f"fit-check {self.session_id}")
             self._task.add_done_callback(lambda _task: self._changed.set())
 
@@ -232,6 +230,9 @@ class SessionRun:
             if first_phase is not None and position > first_phase:
                 self._telemetry.first_event(self._scope)
 
+    def _trace_id(self) -> str | None:
+        return None if self.trace is None else self.trace.trace_id
+
     # --- the pipeline task ----------------------------------------------------------------
     def _emit(self, event: Event) -> None:
         seq = self._buffer.next_seq
@@ -248,7 +249,9 @@ class SessionRun:
         with self._telemetry.request(self.session_id, query_length=len(self._query)) as scope:
             self._scope = scope
             self._emit(
-                Event("session", SessionEvent(session_id=self.session_id, trace_id=self._trace_id))
+                Event(
+                    "session", SessionEvent(session_id=self.session_id, trace_id=self._trace_id())
+                )
             )
             terminal = await self._pipeline_outcome(scope)
             if terminal is None:
@@ -257,7 +260,7 @@ class SessionRun:
                     CompleteEvent(
                         duration_ms=int((time.perf_counter() - started) * 1000),
                         session_id=self.session_id,
-                        trace_id=self._trace_id,
+                        trace_id=self._trace_id(),
                     ),
                 )
             self._emit(terminal)

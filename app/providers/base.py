@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -33,14 +33,14 @@ class LLMRequest:
     max_tokens: int = 800
 
 
-@dataclass(slots=True)
-class LLMUsage:
-    """Filled in by the provider as the stream ends; read by telemetry after the call."""
+class LLMUsage(Protocol):
+    """What a provider fills in as its stream ends: the telemetry's own record of the call
+    (``otel.facade.LLMCallScope``), so nothing is copied from one struct to another."""
 
-    response_model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    finish_reason: str | None = None
+    response_model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None
 
 
 class ProviderError(Exception):
@@ -63,6 +63,8 @@ class LLMProvider(Protocol):
     name: str
     model: str
 
-    def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]: ...
+    def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
+        """An async generator (the caller closes it with ``aclosing`` when it stops early)."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from app.providers.base import (
     LLMProvider,
@@ -59,7 +59,7 @@ class FaultyLLM:
         self.name = inner.name
         self.model = inner.model
 
-    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
         await self._faults.before_call()
         async for chunk in self._inner.stream(request, usage):
             yield chunk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from importlib import resources
 
 from app.providers.base import LLMRequest, LLMUsage, SearchResult
@@ -101,7 +101,7 @@ class OfflineAnalyzer:
     name = "offline"
     model = "offline-analyzer"
 
-    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
         text = _WRITERS.get(request.task, _write_generic)(request.context)
         usage.response_model = self.model
         usage.input_tokens = sum(len(m.content.split()) for m in request.messages)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx
 
@@ -33,7 +33,7 @@ class OpenAIChat:
             transport=transport,
         )
 
-    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
         body = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
