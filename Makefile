@@ -22,9 +22,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Style, strict types (mypy --strict with the pydantic plugin) and the import rules
+# (import-linter contracts in pyproject.toml).
 lint: install
 	$(BIN)/ruff check app otel tests bench
 	$(BIN)/ruff format --check app otel tests bench
+	$(BIN)/mypy app otel tests bench
+	$(BIN)/lint-imports
 
 # --- the telemetry stack -------------------------------------------------------------
 # Local processes (no Docker): the real Collector (built with ocb), Jaeger v2 (built from

@@ -1,13 +1,13 @@
-"""What the service is asked and what it reports: models shared by the API and the service.
+"""What the service is asked: the one request model, shared by the API and the service.
 
-They live below the API layer so the service can use them without importing HTTP code;
-they are also the OpenAPI documentation of the request and of the health answer.
+It lives below the API layer so the service can use it without importing HTTP code; it is
+also the OpenAPI documentation of the request (the POST body and the GET query alike).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -51,14 +51,3 @@ class FitCheckRequest(BaseModel):
                 "query must not contain control characters, bidi overrides or lone surrogates"
             )
         return value
-
-
-class HealthResponse(BaseModel):
-    status: Literal["healthy", "degraded", "unhealthy"] = Field(
-        description="degraded: a provider's circuit breaker is open; unhealthy: all are."
-    )
-    service: Literal["fit-check"] = "fit-check"
-    agent_ready: bool = Field(description="False once the instance drains: no new streams.")
-    active_sessions: int
-    circuit_breakers: dict[str, Literal["closed", "open", "half_open"]]
-    timestamp: float

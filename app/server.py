@@ -21,7 +21,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
@@ -58,8 +58,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     on_reject: Callable[[RejectionReason], None] = staticmethod(lambda _reason: None)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # [override]: uvicorn narrows asyncio.Protocol's BaseTransport to Transport, as here.
+        super().connection_made(transport)
         self._refused = False
         self._reading_headers = True
         self._header_bytes = 0
@@ -195,7 +196,9 @@ def guarded_protocol(
 class DrainingServer(uvicorn.Server):
     """uvicorn that drains the service before it shuts down (see the module docstring)."""
 
-    def __init__(self, config: uvicorn.Config, *, drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, drain: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
         super().__init__(config)
         self._drain = drain
         self._exit_signal: int | None = None
@@ -241,5 +244,6 @@ def server_config(
         log_config=None,
         proxy_headers=False,
         lifespan="on",
+        # [arg-type]: typed int, used as asyncio.wait_for's timeout, where a float works.
         timeout_graceful_shutdown=AFTER_DRAIN_WAIT_S,  # type: ignore[arg-type]
     )

@@ -6,9 +6,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 from app.config import Settings
-from app.models import FitCheckRequest, HealthResponse
+from app.models import FitCheckRequest
 from app.pipeline.analysis import load_profile
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
@@ -22,6 +25,18 @@ from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.service")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="degraded: a provider's circuit breaker is open; unhealthy: all are."
+    )
+    service: Literal["fit-check"] = "fit-check"
+    agent_ready: bool = Field(description="False once the instance drains: no new streams.")
+    active_sessions: int
+    circuit_breakers: dict[str, BreakerState]
+    timestamp: float
+
 
 #: After the grace period, how long the streams still running get to take their
 #: ``SHUTTING_DOWN`` event before the server closes what is left.
@@ -152,7 +167,7 @@ class FitCheckService:
 
     # --- health ---------------------------------------------------------------------------
     def health(self) -> HealthResponse:
-        states = {name: breaker.state.value for name, breaker in self.breakers.items()}
+        states = {name: breaker.state for name, breaker in self.breakers.items()}
         open_breakers = sum(state == BreakerState.OPEN for state in states.values())
         return HealthResponse(
             # Unhealthy: every provider is refused, no analysis can succeed right now.
@@ -165,6 +180,6 @@ class FitCheckService:
             ),
             agent_ready=not self.draining,
             active_sessions=self.sessions.active,
-            circuit_breakers=states,  # type: ignore[arg-type]
+            circuit_breakers=states,
             timestamp=time.time(),
         )

@@ -56,6 +56,7 @@ from bench.load import (
 from bench.peer_app import PEER_METRICS_PATH
 from bench.servers import (
     BIN,
+    ROOT,
     Endpoint,
     Server,
     ServerSpec,
@@ -594,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.render(result)
     print("\n" + markdown)
     path = report.write(result, markdown)
-    log(f"done in {result['seconds']} s; {path.relative_to(report.ROOT)} and .md beside it")
+    log(f"done in {result['seconds']} s; {path.relative_to(ROOT)} and .md beside it")
     return 0
 
 

@@ -77,7 +77,8 @@ def main() -> None:
     base, full = samples(args.base), samples(args.full)
 
     def us(counts: Counter[str], piece: str, streams: float) -> float:
-        return counts[piece] / args.rate / streams * 1e6
+        rate: float = args.rate
+        return counts[piece] / rate / streams * 1e6
 
     pieces = sorted(
         set(base) | set(full),

@@ -131,11 +131,11 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-    rows = [
-        ["span started and ended", counts["spans"], costs["span"]],
-        ["span encoded as OTLP protobuf (export thread)", counts["spans"], costs["encode"]],
-        ["JSON log line with trace context", counts["log lines"], costs["log line"]],
-        ["measurement into two readers, with exemplar", counts["measurements"], costs["metric"]],
+    rows: list[tuple[str, float, float]] = [
+        ("span started and ended", counts["spans"], costs["span"]),
+        ("span encoded as OTLP protobuf (export thread)", counts["spans"], costs["encode"]),
+        ("JSON log line with trace context", counts["log lines"], costs["log line"]),
+        ("measurement into two readers, with exemplar", counts["measurements"], costs["metric"]),
     ]
     return {
         "rows": rows,

@@ -6,6 +6,8 @@ session id has no business reaching a third-party LLM or search API.
 
 from __future__ import annotations
 
+from contextvars import Token
+
 from opentelemetry import context
 
 SESSION_ID_KEY = context.create_key("fit_check.session_id")
@@ -17,6 +19,6 @@ def current_session_id(ctx: context.Context | None = None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def bind_session(session_id: str) -> object:
+def bind_session(session_id: str) -> Token[context.Context]:
     """Make ``session_id`` current; returns the token for :func:`opentelemetry.context.detach`."""
     return context.attach(context.set_value(SESSION_ID_KEY, session_id))

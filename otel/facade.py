@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import Meter
@@ -54,7 +54,7 @@ OUTCOME_ATTRIBUTE = "fit_check.outcome"
 CANCEL_REASON_ATTRIBUTE = "fit_check.cancel_reason"
 RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
-CANCELLED = "cancelled"
+CANCELLED: Final = "cancelled"
 
 #: Why a request was cancelled: its client went away, or the instance shut down.
 CancelReason = Literal["client_gone", "shutdown"]
@@ -127,7 +127,9 @@ class _SpanRun:
     @property
     def counted(self) -> CallStatus | None:
         """The status the call's metrics record, or None for a cancelled call."""
-        return None if self.outcome == CANCELLED else self.outcome
+        if self.outcome == "success":
+            return "success"
+        return "error" if self.outcome == "error" else None
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started

@@ -127,6 +127,8 @@ def instrument_app(
             build_stack(), trust_caller=trust_incoming_trace, resume_parent=resume_parent
         )
 
+    # [method-assign]: the only hook outside every middleware Starlette builds, which is
+    # where the gate must sit (before the instrumentor reads the headers).
     app.build_middleware_stack = gated_stack  # type: ignore[method-assign]
 
 

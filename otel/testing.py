@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics.export import (
+    DataPointT,
+    InMemoryMetricReader,
+    Metric,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,7 +46,7 @@ class CapturedTelemetry:
     def finished_spans(self) -> tuple[ReadableSpan, ...]:
         return tuple(self.spans.get_finished_spans())
 
-    def metric_points(self) -> Iterator[tuple[Metric, object]]:
+    def metric_points(self) -> Iterator[tuple[Metric, DataPointT]]:
         """Every (metric, data point) collected right now."""
         data = self.metrics.get_metrics_data()
         if data is None:
@@ -57,7 +62,7 @@ class CapturedTelemetry:
         total = 0.0
         for metric, point in self.metric_points():
             if metric.name == name and dict(point.attributes or {}) == attributes:
-                total += getattr(point, "value", None) or getattr(point, "count", 0)
+                total += point.value if isinstance(point, NumberDataPoint) else point.count
         return total
 
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +24,7 @@ class FakeAPI:
 
     status: int = 200
     delay_s: float = 0.0
-    requests: list[dict] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
     reply: str = "The engineer looks like a strong fit for the backend role."
     model: str = "fake-gpt-2026-01-01"
 
@@ -104,5 +105,5 @@ class FakeAPI:
         )
 
 
-def _sse(payload: dict) -> bytes:
+def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()

@@ -64,7 +64,14 @@ class CountingLLM:
         return None
 
 
-def counting_providers(**kwargs: object) -> tuple[Providers, CountingSearch, CountingLLM]:
-    search = CountingSearch(**{k[7:]: v for k, v in kwargs.items() if k.startswith("search_")})
-    llm = CountingLLM(**{k[4:]: v for k, v in kwargs.items() if k.startswith("llm_")})
+def counting_providers(
+    *,
+    search_fail: bool = False,
+    search_delay_s: float = 0.0,
+    llm_fail: bool = False,
+    llm_delay_s: float = 0.0,
+    llm_chunk_delay_s: float = 0.0,
+) -> tuple[Providers, CountingSearch, CountingLLM]:
+    search = CountingSearch(fail=search_fail, delay_s=search_delay_s)
+    llm = CountingLLM(fail=llm_fail, delay_s=llm_delay_s, chunk_delay_s=llm_chunk_delay_s)
     return Providers(search=search, llm=llm), search, llm

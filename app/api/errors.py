@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,7 +32,7 @@ def error_response(
     code: str,
     message: str,
     errors: Sequence[FieldError] = (),
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(code=code, message=message, errors=list(errors))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)

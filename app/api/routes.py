@@ -16,11 +16,11 @@ from app.api.schemas import (
     ReadinessResponse,
     sse_event_schema,
 )
-from app.models import FitCheckRequest, HealthResponse
+from app.models import FitCheckRequest
 from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.session import SessionRun
-from app.service import FitCheckService
+from app.service import FitCheckService, HealthResponse
 from otel.facade import Telemetry, TraceRef
 from otel.scrape import bearer_token_matches
 
@@ -30,7 +30,8 @@ SHUTTING_DOWN_RETRY_AFTER_S = 1
 
 async def get_service(request: Request) -> FitCheckService:
     # async: a plain def dependency would cost every request a hop to the thread pool.
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: FitCheckService = request.app.state.service
+    return service
 
 
 ServiceDep = Annotated[FitCheckService, Depends(get_service)]

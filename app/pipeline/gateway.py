@@ -8,7 +8,13 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from app.pipeline.events import PipelineError, StreamErrorCode
-from app.providers.base import LLMProvider, LLMRequest, SearchProvider, SearchResult
+from app.providers.base import (
+    LLMProvider,
+    LLMRequest,
+    ProviderError,
+    SearchProvider,
+    SearchResult,
+)
 from app.resilience.breaker import CircuitBreaker, CircuitOpenError
 from otel.facade import Telemetry
 
@@ -73,7 +79,11 @@ class ProviderGateway:
                             usage.output_parts.append(chunk)
                             if on_chunk is not None:
                                 on_chunk(chunk)
-                return "".join(usage.output_parts)
+                text = "".join(usage.output_parts)
+                if not text.strip():
+                    # Never an empty success: a report with nothing in it is a failed call.
+                    raise ProviderError("the LLM answered no text")
+                return text
 
         return await self._guarded("llm", "LLM_ERROR", call)
 
@@ -94,8 +104,14 @@ class ProviderGateway:
             ) from exc
         except PipelineError:
             raise
-        except Exception as exc:
+        except ProviderError as exc:
+            # Our own words (the providers never put a response body or a URL in them).
             raise PipelineError(code, f"{dependency} provider failed: {exc}") from exc
+        except Exception as exc:
+            # Anything else may carry text from anywhere: the client gets its kind only.
+            raise PipelineError(
+                code, f"{dependency} provider failed ({type(exc).__name__})"
+            ) from exc
         finally:
             after = breaker.state
             if after != before:

@@ -40,7 +40,7 @@ from app.pipeline.events import (
 )
 from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.replay import ReplayBuffer
-from otel.facade import RequestScope, Telemetry, TraceRef
+from otel.facade import CancelReason, RequestScope, Telemetry, TraceRef
 
 log = logging.getLogger("fit_check.session")
 
@@ -174,7 +174,7 @@ class SessionRun:
             self._new_frames.set()  # a reader still waiting ends its stream
             self._on_closed(self)
 
-    def _cancel(self, task: asyncio.Task[None], reason: str) -> None:
+    def _cancel(self, task: asyncio.Task[None], reason: CancelReason) -> None:
         scope = self._scope
         if scope is not None:
             scope.cancel_reason = scope.cancel_reason or reason

@@ -117,7 +117,10 @@ class OfflineAnalyzer:
 
 
 def _matches(context: dict[str, object]) -> list[dict[str, object]]:
-    return list(context.get("matches", []))  # type: ignore[arg-type]
+    matches = context.get("matches")
+    if not isinstance(matches, list):
+        return []
+    return [match for match in matches if isinstance(match, dict)]
 
 
 def _write_comparison(context: dict[str, object]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import httpx
 
@@ -46,13 +47,18 @@ class OpenAIChat:
                 if response.status_code >= 400:
                     await response.aread()
                     raise ProviderError(f"LLM server answered HTTP {response.status_code}")
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    # Some OpenAI-compatible servers ignore `stream: true` and answer one
+                    # plain chat.completion: read that form as one chunk.
+                    yield _read_completion(_json_object(await response.aread()), usage)
+                    return
                 async for line in response.aiter_lines():
-                    chunk = _parse_sse_line(line)
-                    if chunk is None:
+                    if not line.startswith("data:"):
                         continue
-                    if chunk == "[DONE]":
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
                         break
-                    text = _read_chunk(chunk, usage)
+                    text = _read_chunk(_json_object(payload), usage)
                     if text:
                         yield text
         except httpx.HTTPError as exc:
@@ -63,25 +69,48 @@ class OpenAIChat:
         await self.http_client.aclose()
 
 
-def _parse_sse_line(line: str) -> dict | str | None:
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if payload == "[DONE]":
-        return payload
+def _json_object(payload: str | bytes) -> dict[str, Any]:
     try:
-        return json.loads(payload)
+        value = json.loads(payload)
     except json.JSONDecodeError as exc:
-        raise ProviderError("LLM server sent a malformed stream chunk") from exc
+        raise ProviderError("LLM server sent malformed JSON") from exc
+    if not isinstance(value, dict):
+        raise ProviderError("LLM server sent JSON that is not an object")
+    return value
 
 
-def _read_chunk(chunk: dict, usage: LLMUsage) -> str:  # type: ignore[type-arg]
-    usage.response_model = chunk.get("model") or usage.response_model
-    if chunk.get("usage"):
-        usage.input_tokens = chunk["usage"].get("prompt_tokens")
-        usage.output_tokens = chunk["usage"].get("completion_tokens")
-    text = ""
-    for choice in chunk.get("choices") or ():
-        text += (choice.get("delta") or {}).get("content") or ""
-        usage.finish_reason = choice.get("finish_reason") or usage.finish_reason
-    return text
+def _read_usage(data: dict[str, Any], usage: LLMUsage) -> None:
+    model = data.get("model")
+    if isinstance(model, str) and model:
+        usage.response_model = model
+    counts = data.get("usage")
+    if isinstance(counts, dict):
+        prompt, completion = counts.get("prompt_tokens"), counts.get("completion_tokens")
+        usage.input_tokens = prompt if isinstance(prompt, int) else usage.input_tokens
+        usage.output_tokens = completion if isinstance(completion, int) else usage.output_tokens
+
+
+def _choices(data: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = data.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _text_of(choice: dict[str, Any], part: str, usage: LLMUsage) -> str:
+    reason = choice.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        usage.finish_reason = reason
+    message = choice.get(part)
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _read_chunk(chunk: dict[str, Any], usage: LLMUsage) -> str:
+    """One ``chat.completion.chunk`` of a stream: its text, and usage when it has some."""
+    _read_usage(chunk, usage)
+    return "".join(_text_of(choice, "delta", usage) for choice in _choices(chunk))
+
+
+def _read_completion(completion: dict[str, Any], usage: LLMUsage) -> str:
+    """A whole ``chat.completion`` (a server that does not stream)."""
+    _read_usage(completion, usage)
+    return "".join(_text_of(choice, "message", usage) for choice in _choices(completion))

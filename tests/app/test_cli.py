@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from app.pipeline.events import PHASES
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory
 
 
 async def ask(url: str, *args: str) -> tuple[int, str]:
@@ -26,7 +27,9 @@ async def ask(url: str, *args: str) -> tuple[int, str]:
     return process.returncode or 0, output.decode()
 
 
-async def test_ask_shows_phases_and_the_report(harness, live_server) -> None:
+async def test_ask_shows_phases_and_the_report(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
     async with live_server(harness.app) as server:
         code, output = await ask(server.url, "--session-id", "cli-1")
     assert code == 0, output
@@ -37,7 +40,9 @@ async def test_ask_shows_phases_and_the_report(harness, live_server) -> None:
     assert "Fit report" in output
 
 
-async def test_ask_exits_non_zero_on_an_error_event(harness_factory, live_server) -> None:
+async def test_ask_exits_non_zero_on_an_error_event(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     h = harness_factory(fault_rate_search=1.0)
     async with live_server(h.app) as server:
         code, output = await ask(server.url)

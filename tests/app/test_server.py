@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import parse_sse, wait_until
 from tests.fakes import counting_providers
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory, parse_sse, wait_until
 
 STREAM = "/api/fit-check/stream"
 
@@ -32,7 +32,7 @@ def split_response(raw: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
 
 @pytest.mark.parametrize("in_one_write", [True, False])
 async def test_headers_past_the_cap_get_431_and_the_connection_closes(
-    harness_factory, live_server, in_one_write: bool
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, in_one_write: bool
 ) -> None:
     h = harness_factory(max_header_bytes=4096)
     async with live_server(h.app) as server:
@@ -60,7 +60,7 @@ async def test_headers_past_the_cap_get_431_and_the_connection_closes(
 
 
 async def test_unfinished_headers_are_dropped_after_the_timeout(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     h = harness_factory(header_timeout_s=0.3)
     async with live_server(h.app) as server:
@@ -79,7 +79,7 @@ async def test_unfinished_headers_are_dropped_after_the_timeout(
 
 
 async def test_keep_alive_requests_each_get_the_whole_header_budget(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     h = harness_factory(max_header_bytes=4096)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
@@ -88,7 +88,9 @@ async def test_keep_alive_requests_each_get_the_whole_header_budget(
             assert response.status_code == 200
 
 
-async def test_http_1_0_gets_a_body_ended_by_close_not_chunks(harness, live_server) -> None:
+async def test_http_1_0_gets_a_body_ended_by_close_not_chunks(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
     async with live_server(harness.app) as server:
         reader, writer = await connect(server.url)
         writer.write(f"GET {STREAM}?query=Python HTTP/1.0\r\nHost: t\r\n\r\n".encode())
@@ -104,7 +106,7 @@ async def test_http_1_0_gets_a_body_ended_by_close_not_chunks(harness, live_serv
 
 
 async def test_draining_refuses_new_streams_and_ends_the_rest_with_shutting_down(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, shutdown_grace_s=0.3)
@@ -134,7 +136,7 @@ async def test_draining_refuses_new_streams_and_ends_the_rest_with_shutting_down
 
 
 async def test_streams_that_finish_within_the_grace_period_finish_normally(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2)
     h = harness_factory(providers=providers, shutdown_grace_s=10)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import parse_sse
+from tests.helpers import parse_sse
 from tests.service_process import ServiceProcess, service_process
 
 STREAMS = 20

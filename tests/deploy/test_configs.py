@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -39,7 +40,7 @@ LOOPBACK_COLLECTOR_ENV = {
 }
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     message = f"{what} not found in {CACHE_BIN} or on PATH: run deploy/local/build-tools.sh"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
@@ -70,7 +71,8 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO)
     return output
 
 
-def _yaml():
+def _yaml() -> Any:
+    """PyYAML (a dev dependency; untyped, hence Any)."""
     return pytest.importorskip("yaml")
 
 
@@ -168,7 +170,7 @@ def test_jaeger_version_pinned_consistently() -> None:
 # --- Grafana ---------------------------------------------------------------------------
 
 
-def _panels(dashboard: dict) -> list[dict]:
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     panels = []
     for panel in dashboard["panels"]:
         panels.append(panel)
@@ -277,6 +279,6 @@ def test_compose_stop_grace_period_covers_the_drain() -> None:
     grace = service["environment"]["FIT_CHECK_SHUTDOWN_GRACE_S"]
     assert grace.startswith("${FIT_CHECK_SHUTDOWN_GRACE_S:-")
     default_grace = float(grace.split(":-")[1].rstrip("}"))
-    assert default_grace == Settings(_env_file=None).shutdown_grace_s  # type: ignore[call-arg]
+    assert default_grace == Settings(_env_file=None).shutdown_grace_s
     assert service["stop_grace_period"].endswith("s")
     assert float(service["stop_grace_period"][:-1]) >= default_grace + 5

@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import Events, parse_sse
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local" / "stack.sh"
 CACHE = Path(os.environ.get("FIT_CHECK_CACHE", Path.home() / ".cache" / "fit-check"))
@@ -93,9 +95,8 @@ class Service:
 
     def stream(
         self, session_id: str | None = None, query: str = "Python, Kafka, AWS"
-    ) -> tuple[str, float, list[tuple[str, dict]]]:
+    ) -> tuple[str, float, Events]:
         """One full stream; returns (trace id, seconds, events)."""
-        from tests.conftest import parse_sse
 
         body = {"query": query, "session_id": session_id or f"e2e-{uuid.uuid4().hex[:12]}"}
         started = time.perf_counter()
@@ -106,7 +107,7 @@ class Service:
         assert events[-1][0] == "complete", events[-1]
         return events[0][1]["trace_id"], elapsed, events
 
-    def log_lines(self) -> list[dict]:
+    def log_lines(self) -> list[dict[str, Any]]:
         lines = []
         for raw in self.log_path.read_text().splitlines():
             if raw.startswith("{"):
@@ -134,15 +135,16 @@ class Stack:
     def script(self, *args: str) -> None:
         subprocess.run([str(STACK), *args], env=self.env, check=True, timeout=180)
 
-    def query(self, promql: str) -> list[dict]:
+    def query(self, promql: str) -> list[dict[str, Any]]:
         response = httpx.get(
             f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
         )
         body = response.json()
         assert body["status"] == "success", body
-        return body["data"]["result"]
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
 
-    def query_exemplars(self, promql: str, start: float, end: float) -> list[dict]:
+    def query_exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
         response = httpx.get(
             f"{self.prometheus}/api/v1/query_exemplars",
             params={"query": promql, "start": start, "end": end},
@@ -150,13 +152,14 @@ class Stack:
         )
         body = response.json()
         assert body["status"] == "success", body
-        return body["data"]
+        data: list[dict[str, Any]] = body["data"]
+        return data
 
     def scalar(self, promql: str) -> float | None:
         result = self.query(promql)
         return float(result[0]["value"][1]) if result else None
 
-    def trace(self, trace_id: str) -> list[dict]:
+    def trace(self, trace_id: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.jaeger}/api/traces/{trace_id}", timeout=10)
         if response.status_code != 200:
             return []

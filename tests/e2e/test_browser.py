@@ -21,8 +21,8 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from tests.conftest import wait_until
 from tests.fakes import counting_providers
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory, wait_until
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -74,7 +74,7 @@ def chromium_path() -> str:
 class PageServer:
     """Serves the page on loopback; its origin is what the service must allow."""
 
-    def __init__(self, live_server) -> None:
+    def __init__(self, live_server: LiveServerFactory) -> None:
         self.html = ""
         app = Starlette(routes=[Route("/", lambda _request: HTMLResponse(self.html))])
         self._server = live_server(app)
@@ -147,12 +147,12 @@ class CuttableProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-def analyses(h) -> float:
+def analyses(h: Harness) -> float:
     return sum(h.telemetry.value("fit_check.requests", status=s) for s in STATUSES)
 
 
 async def test_a_page_that_never_closes_its_eventsource_runs_one_analysis(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2)
     async with PageServer(live_server) as pages:
@@ -173,7 +173,7 @@ async def test_a_page_that_never_closes_its_eventsource_runs_one_analysis(
 
 
 async def test_a_connection_cut_mid_analysis_resumes_without_a_second_analysis(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, search, llm = counting_providers(llm_delay_s=0.5, llm_chunk_delay_s=0.01)
     async with PageServer(live_server) as pages:

@@ -11,13 +11,15 @@ import signal
 import statistics
 import threading
 import time
+from functools import partial
+from typing import Any
 
 import httpx
 import pytest
 
 from app.pipeline.events import PHASES
-from tests.conftest import parse_sse
 from tests.e2e.conftest import ROOT, Stack, poll
+from tests.helpers import parse_sse
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +33,13 @@ SPEC_APPENDIX = [
 ]
 
 
-def tags(span: dict) -> dict:
+def tags(span: dict[str, Any]) -> dict[str, Any]:
     return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+
+
+def whole_trace(stack: Stack, trace_id: str) -> list[dict[str, Any]] | None:
+    spans = stack.trace(trace_id)
+    return spans if len(spans) >= 10 else None
 
 
 def test_each_trace_reaches_jaeger_whole(stack: Stack) -> None:
@@ -41,7 +48,7 @@ def test_each_trace_reaches_jaeger_whole(stack: Stack) -> None:
         session_id = f"jaeger-{n}"
         trace_id, _, _ = service.stream(session_id)
         spans = poll(
-            lambda tid=trace_id: s if len(s := stack.trace(tid)) >= 10 else None,
+            partial(whole_trace, stack, trace_id),
             timeout_s=60,
             what=f"trace {trace_id} in Jaeger",
         )
@@ -193,12 +200,12 @@ def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack:
         trace_ids.append(events[0][1]["trace_id"])
     assert len(trace_ids) == streams
 
-    def root_span(trace_id: str) -> dict | None:
+    def root_span(trace_id: str) -> dict[str, Any] | None:
         spans = stack.trace(trace_id)
         return next((s for s in spans if s["operationName"] == "POST /api/fit-check/stream"), None)
 
     for trace_id in trace_ids:
-        root = poll(lambda t=trace_id: root_span(t), timeout_s=60, what=f"root of {trace_id}")
+        root = poll(partial(root_span, trace_id), timeout_s=60, what=f"root of {trace_id}")
         assert tags(root)["fit_check.outcome"] == "cancelled"
         assert tags(root)["fit_check.cancel_reason"] == "shutdown"
     poll(

@@ -7,26 +7,32 @@ import json
 import logging
 import re
 from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
 
 from app.pipeline.events import PHASES
 from otel.logging import (
     TelemetryNoiseLimiter,
     configure_logging,
 )
-from tests.conftest import in_process_client, parse_sse
+from tests.helpers import in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 REQUIRED = {"timestamp", "level", "logger", "message", "module", "function", "line"}
 
 
-def records(buffer: io.StringIO) -> list[dict]:
+def records(buffer: io.StringIO) -> list[dict[str, Any]]:
     lines = buffer.getvalue().splitlines()
     parsed = [json.loads(line) for line in lines]  # every line is exactly one JSON object
     assert all(isinstance(p, dict) for p in parsed)
     return parsed
 
 
-async def test_every_request_line_carries_the_clients_trace_id(client, json_log) -> None:
+async def test_every_request_line_carries_the_clients_trace_id(
+    client: httpx.AsyncClient, json_log: io.StringIO
+) -> None:
     response = await client.post(STREAM, json={"query": "Python, Kafka", "session_id": "logs-1"})
     trace_id = parse_sse(response.text)[0][1]["trace_id"]
     lines = [r for r in records(json_log) if r.get("session_id") == "logs-1"]
@@ -36,7 +42,8 @@ async def test_every_request_line_carries_the_clients_trace_id(client, json_log)
         assert line["trace_id"] == trace_id
         assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
         stamp = datetime.fromisoformat(line["timestamp"])
-        assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+        offset = stamp.utcoffset()
+        assert offset is not None and offset.total_seconds() == 0
     messages = [(r["message"], r.get("phase")) for r in lines]
     assert messages[0] == ("Request started", None)
     for phase in PHASES:
@@ -48,14 +55,16 @@ async def test_every_request_line_carries_the_clients_trace_id(client, json_log)
     assert last["status"] == "success" and isinstance(last["duration_ms"], int)
 
 
-async def test_lines_outside_a_request_have_no_trace_fields(json_log) -> None:
+async def test_lines_outside_a_request_have_no_trace_fields(json_log: io.StringIO) -> None:
     logging.getLogger("fit_check.test").info("idle")
     (line,) = records(json_log)
     assert "trace_id" not in line and "session_id" not in line
     assert line["level"] == "INFO" and line["logger"] == "fit_check.test"
 
 
-async def test_hostile_text_cannot_forge_lines_or_fields(client, json_log) -> None:
+async def test_hostile_text_cannot_forge_lines_or_fields(
+    client: httpx.AsyncClient, json_log: io.StringIO
+) -> None:
     query = 'x"}\n{"level": "CRITICAL", "trace_id": "forged"}\r\nend \u2028 \u2029 \x85 \u202e'
     await client.post(STREAM, json={"query": query, "session_id": "inject-1"})
     logging.getLogger("fit_check.test").warning(query, extra={"trace_id": "forged"})
@@ -64,7 +73,7 @@ async def test_hostile_text_cannot_forge_lines_or_fields(client, json_log) -> No
         assert line["level"] != "CRITICAL"
 
 
-def test_exceptions_are_logged_in_one_field(json_log) -> None:
+def test_exceptions_are_logged_in_one_field(json_log: io.StringIO) -> None:
     try:
         raise ValueError("kaboom")
     except ValueError:
@@ -102,16 +111,18 @@ def test_noise_limiter_passes_one_line_per_template_per_interval() -> None:
     assert limiter.filter(record("fit_check.session", "Queue full, dropping %s."))
     now[0] = 31
     later = record(sdk, "Queue full, dropping %s.")
-    assert limiter.filter(later) and later.suppressed == 999
+    assert limiter.filter(later) and getattr(later, "suppressed", None) == 999
 
 
-async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(monkeypatch) -> None:
+async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import socket
     from dataclasses import replace
 
     from app.asgi import build_app, telemetry_config
     from otel.setup import setup_telemetry
-    from tests.conftest import make_settings, wait_until
+    from tests.helpers import make_settings, wait_until
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -9,17 +9,19 @@ from collections import Counter
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.pipeline.events import PHASES
-from tests.conftest import in_process_client
 from tests.fakes import counting_providers
+from tests.helpers import Harness, HarnessFactory, in_process_client
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes", "session_id": "metrics-1"}
 
 # (name, type, label names, {label: required values}, buckets)
-CONTRACT = [
+ContractRow = tuple[str, str, set[str], dict[str, set[str]], list[float] | None]
+CONTRACT: list[ContractRow] = [
     ("fit_check_active_sessions", "gauge", set(), {}, None),
     (
         "fit_check_requests",
@@ -75,11 +77,13 @@ async def scrape(client: httpx.AsyncClient, accept: str | None = None) -> httpx.
     return response
 
 
-def label_sets(family, suffix: str = "") -> list[dict[str, str]]:
+def label_sets(family: Metric, suffix: str = "") -> list[dict[str, str]]:
     return [dict(s.labels) for s in family.samples if s.name == family.name + suffix]
 
 
-async def test_every_spec_metric_has_its_name_type_labels_and_buckets(harness, client) -> None:
+async def test_every_spec_metric_has_its_name_type_labels_and_buckets(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     await client.post(STREAM, json=QUERY)
     text = (await scrape(client)).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -101,7 +105,7 @@ async def test_every_spec_metric_has_its_name_type_labels_and_buckets(harness, c
     assert "metrics-1" not in text
 
 
-async def test_values_follow_the_traffic(harness, client) -> None:
+async def test_values_follow_the_traffic(harness: Harness, client: httpx.AsyncClient) -> None:
     await client.post(STREAM, json=QUERY)
     families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
 
@@ -123,7 +127,7 @@ async def test_values_follow_the_traffic(harness, client) -> None:
     assert build.value == 1 and build.labels["version"]
 
 
-async def test_zero_filled_before_any_request(client) -> None:
+async def test_zero_filled_before_any_request(client: httpx.AsyncClient) -> None:
     families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
     statuses = {s.labels["status"] for s in families["fit_check_requests"].samples}
     assert statuses == {"success", "error", "timeout", "cancelled"}
@@ -134,7 +138,7 @@ async def test_zero_filled_before_any_request(client) -> None:
     assert phases == {(p, st) for p in PHASES for st in ("success", "error")}
 
 
-async def test_extra_operator_metrics_are_exposed(client) -> None:
+async def test_extra_operator_metrics_are_exposed(client: httpx.AsyncClient) -> None:
     await client.post(STREAM, json=QUERY)
     names = {f.name for f in text_string_to_metric_families((await scrape(client)).text)}
     assert {
@@ -146,20 +150,20 @@ async def test_extra_operator_metrics_are_exposed(client) -> None:
     } <= names
 
 
-async def test_no_duplicate_help_or_type_blocks(client) -> None:
+async def test_no_duplicate_help_or_type_blocks(client: httpx.AsyncClient) -> None:
     await client.post(STREAM, json=QUERY)
     lines = (await scrape(client)).text.splitlines()
     headers = Counter(line.split(" ")[2] for line in lines if line.startswith("# TYPE"))
     assert [name for name, count in headers.items() if count > 1] == []
 
 
-async def test_openmetrics_when_asked(client) -> None:
+async def test_openmetrics_when_asked(client: httpx.AsyncClient) -> None:
     response = await scrape(client, "application/openmetrics-text; version=1.0.0")
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
 
 
-async def test_session_ids_never_grow_the_series_count(harness_factory) -> None:
+async def test_session_ids_never_grow_the_series_count(harness_factory: HarnessFactory) -> None:
     h = harness_factory()
     async with in_process_client(h.app) as client:
         await client.post(STREAM, json={**QUERY, "session_id": "s-0"})
@@ -170,7 +174,7 @@ async def test_session_ids_never_grow_the_series_count(harness_factory) -> None:
     assert before == after
 
 
-async def test_failures_show_in_metrics(harness_factory) -> None:
+async def test_failures_show_in_metrics(harness_factory: HarnessFactory) -> None:
     providers, _, _ = counting_providers(llm_fail=True)
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -186,7 +190,7 @@ async def test_failures_show_in_metrics(harness_factory) -> None:
 
 
 @pytest.mark.e2e  # promtool comes with the stack tools
-async def test_promtool_finds_nothing_wrong(client) -> None:
+async def test_promtool_finds_nothing_wrong(client: httpx.AsyncClient) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         if os.environ.get("CI") == "true":

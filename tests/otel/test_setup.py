@@ -12,18 +12,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from app.asgi import build_app, telemetry_config
 from otel.resource import build_resource
 from otel.setup import TelemetryConfig, setup_telemetry
-from tests.conftest import in_process_client, make_settings, parse_sse
+from tests.helpers import in_process_client, make_settings, parse_sse
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Python and Kafka"}
 
 
-async def stream_once(app) -> httpx.Response:
+async def stream_once(app: FastAPI) -> httpx.Response:
     async with in_process_client(app) as client:
         return await client.post(STREAM, json=QUERY)
 
@@ -42,20 +43,20 @@ async def test_disabled_sdk_leaves_the_service_fully_working() -> None:
     assert health["status"] == "healthy" and health["active_sessions"] == 0
 
 
-def test_resource_names_the_service_and_honours_env(monkeypatch) -> None:
+def test_resource_names_the_service_and_honours_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging,team=hiring"
     )
     resource = build_resource(
         service_name="fit-check", service_version="1.2.3", environment="local"
     )
-    attrs = resource.attributes
-    assert attrs["service.name"] == "fit-check"
-    assert attrs["service.version"] == "1.2.3"
-    assert attrs["deployment.environment.name"] == "staging"
-    assert attrs["team"] == "hiring"
+    names = resource.attributes
+    assert names["service.name"] == "fit-check"
+    assert names["service.version"] == "1.2.3"
+    assert names["deployment.environment.name"] == "staging"
+    assert names["team"] == "hiring"
     other = build_resource(service_name="fit-check", service_version="1", environment="x")
-    assert attrs["service.instance.id"] != other.attributes["service.instance.id"]
+    assert names["service.instance.id"] != other.attributes["service.instance.id"]
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def closed_port() -> str:
 
 @pytest.mark.parametrize("endpoint_fixture", ["black_hole", "closed_port"])
 async def test_dead_or_slow_collector_costs_no_answer_and_shutdown_is_bounded(
-    request, endpoint_fixture: str
+    request: pytest.FixtureRequest, endpoint_fixture: str
 ) -> None:
     endpoint = request.getfixturevalue(endpoint_fixture)
     runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=endpoint, shutdown_timeout_s=1.0))
@@ -109,7 +110,9 @@ async def test_dead_or_slow_collector_costs_no_answer_and_shutdown_is_bounded(
     assert time.monotonic() - started < 2.5
 
 
-async def test_no_endpoint_means_nothing_pushed_and_nothing_logged(caplog) -> None:
+async def test_no_endpoint_means_nothing_pushed_and_nothing_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     runtime = setup_telemetry(TelemetryConfig())
     app = build_app(make_settings(), runtime)
     with caplog.at_level(logging.WARNING):
@@ -163,7 +166,10 @@ def trace_receiver() -> Iterator[tuple[str, list[int]]]:
     ("env", "largest"), [({}, 64), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"}, 8)]
 )
 async def test_spans_are_exported_in_small_batches(
-    monkeypatch, trace_receiver, env: dict[str, str], largest: int
+    monkeypatch: pytest.MonkeyPatch,
+    trace_receiver: tuple[str, list[int]],
+    env: dict[str, str],
+    largest: int,
 ) -> None:
     # Encoding a batch holds the GIL: the default is 64 spans, not the SDK's 512, and the
     # standard variable still decides.

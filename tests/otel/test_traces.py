@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.pipeline.events import PHASES
-from tests.conftest import in_process_client, parse_sse
 from tests.fakes import counting_providers
+from tests.helpers import (
+    Harness,
+    HarnessFactory,
+    attrs,
+    in_process_client,
+    parent_id,
+    parse_sse,
+    started_ns,
+)
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes", "session_id": "trace-me"}
 
 
-def by_name(spans, name):
+def by_name(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
 
-async def test_one_stream_makes_request_phase_and_provider_spans(harness, client) -> None:
+async def test_one_stream_makes_request_phase_and_provider_spans(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     response = await client.post(STREAM, json=QUERY)
     events = parse_sse(response.text)
     spans = harness.telemetry.finished_spans()
@@ -28,49 +43,51 @@ async def test_one_stream_makes_request_phase_and_provider_spans(harness, client
     assert events[0][1]["trace_id"] == trace_id
     assert events[-1][1]["trace_id"] == trace_id
     assert response.headers["traceresponse"].startswith(f"00-{trace_id}-")
-    assert root.attributes["session_id"] == "trace-me"
-    assert root.attributes["fit_check.outcome"] == "success"
+    assert attrs(root)["session_id"] == "trace-me"
+    assert attrs(root)["fit_check.outcome"] == "success"
 
     phases = [s for s in spans if s.name.startswith("fit_check.phase ")]
-    assert [s.attributes["fit_check.phase"] for s in phases] == list(PHASES)
-    assert all(s.parent.span_id == root.context.span_id for s in phases)
+    assert [attrs(s)["fit_check.phase"] for s in phases] == list(PHASES)
+    assert all(parent_id(s) == root.context.span_id for s in phases)
 
-    phase_ids = {s.attributes["fit_check.phase"]: s.context.span_id for s in phases}
+    phase_ids = {attrs(s)["fit_check.phase"]: s.context.span_id for s in phases}
     searches = by_name(spans, "search offline")
     assert len(searches) == 1
-    assert searches[0].parent.span_id == phase_ids["deep_research"]
-    assert searches[0].attributes["fit_check.search.query_count"] == 3
-    assert searches[0].attributes["fit_check.search.result_count"] > 0
+    assert parent_id(searches[0]) == phase_ids["deep_research"]
+    assert attrs(searches[0])["fit_check.search.query_count"] == 3
+    assert attrs(searches[0])["fit_check.search.result_count"] > 0
 
     llm_spans = by_name(spans, "chat offline-analyzer")
-    assert [s.parent.span_id for s in llm_spans] == [
+    assert [parent_id(s) for s in llm_spans] == [
         phase_ids["skeptical_comparison"],
         phase_ids["skills_matching"],
         phase_ids["generate_results"],
     ]
     for span in llm_spans:
         assert span.kind is SpanKind.CLIENT
-        assert span.attributes["gen_ai.operation.name"] == "chat"
-        assert span.attributes["gen_ai.provider.name"] == "offline"
-        assert span.attributes["gen_ai.request.model"] == "offline-analyzer"
-        assert span.attributes["gen_ai.response.model"] == "offline-analyzer"
-        assert span.attributes["gen_ai.usage.input_tokens"] > 0
-        assert span.attributes["gen_ai.usage.output_tokens"] > 0
-        assert not any("prompt" in key or "content" in key for key in span.attributes)
+        assert attrs(span)["gen_ai.operation.name"] == "chat"
+        assert attrs(span)["gen_ai.provider.name"] == "offline"
+        assert attrs(span)["gen_ai.request.model"] == "offline-analyzer"
+        assert attrs(span)["gen_ai.response.model"] == "offline-analyzer"
+        assert attrs(span)["gen_ai.usage.input_tokens"] > 0
+        assert attrs(span)["gen_ai.usage.output_tokens"] > 0
+        assert not any("prompt" in key or "content" in key for key in attrs(span))
 
-    assert all(s.attributes.get("session_id") == "trace-me" for s in spans)
+    assert all(attrs(s).get("session_id") == "trace-me" for s in spans)
     # No per-event spans: one server span, five phases, one search, three LLM calls.
     assert len(spans) == 1 + 5 + 1 + 3
 
 
-async def test_health_and_metrics_are_not_traced(harness, client) -> None:
+async def test_health_and_metrics_are_not_traced(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     await client.get("/health")
     await client.get("/api/fit-check/health")
     await client.get("/metrics")
     assert harness.telemetry.finished_spans() == ()
 
 
-async def test_failed_phase_has_error_status_and_exception(harness_factory) -> None:
+async def test_failed_phase_has_error_status_and_exception(harness_factory: HarnessFactory) -> None:
     providers, _, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -82,12 +99,12 @@ async def test_failed_phase_has_error_status_and_exception(harness_factory) -> N
     search = by_name(spans, "search offline")[0]
     assert search.status.status_code is StatusCode.ERROR
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
-    assert root.attributes["fit_check.outcome"] == "error"
+    assert attrs(root)["fit_check.outcome"] == "error"
     assert root.status.status_code is StatusCode.ERROR
     assert not by_name(spans, "fit_check.phase skeptical_comparison")
 
 
-async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
+async def test_breaker_rejection_is_a_span_event(harness_factory: HarnessFactory) -> None:
     providers, _, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers, breaker_failure_threshold=1)
     async with in_process_client(h.app) as client:
@@ -96,22 +113,22 @@ async def test_breaker_rejection_is_a_span_event(harness_factory) -> None:
         await client.post(STREAM, json=QUERY)
     phase = by_name(h.telemetry.finished_spans(), "fit_check.phase deep_research")[0]
     rejected = [e for e in phase.events if e.name == "circuit_breaker.rejected"]
-    assert rejected and rejected[0].attributes["fit_check.dependency"] == "search"
+    assert rejected and attrs(rejected[0])["fit_check.dependency"] == "search"
     assert not by_name(h.telemetry.finished_spans(), "search offline")
 
 
-async def test_timeout_marks_the_request_span(harness_factory) -> None:
+async def test_timeout_marks_the_request_span(harness_factory: HarnessFactory) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, request_timeout_s=0.5)
     async with in_process_client(h.app) as client:
         await client.post(STREAM, json=QUERY)
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
-    assert root.attributes["fit_check.outcome"] == "timeout"
+    assert attrs(root)["fit_check.outcome"] == "timeout"
     # The phase running when time ran out: the first LLM phase, unless a loaded machine
     # took the whole budget before it.
     phases = [s for s in spans if s.name.startswith("fit_check.phase ")]
-    cut = max(phases, key=lambda s: s.start_time)
+    cut = max(phases, key=started_ns)
     assert cut.status.status_code is StatusCode.ERROR
     assert all(s.status.status_code is not StatusCode.ERROR for s in phases if s is not cut)
 
@@ -119,7 +136,7 @@ async def test_timeout_marks_the_request_span(harness_factory) -> None:
 async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
     from app.asgi import build_app, telemetry_config
     from otel.testing import captured_telemetry
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     for capture in (False, True):
         settings = make_settings(capture_content=capture)
@@ -128,15 +145,15 @@ async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
         async with in_process_client(app) as client:
             await client.post(STREAM, json=QUERY)
         llm = [s for s in captured.finished_spans() if s.name.startswith("chat ")]
-        has_content = ["gen_ai.input.messages" in s.attributes for s in llm]
+        has_content = ["gen_ai.input.messages" in attrs(s) for s in llm]
         assert has_content == [capture] * 3
         if capture:
-            assert "Senior Python engineer" in llm[0].attributes["gen_ai.input.messages"]
-            assert "Fit report" in llm[2].attributes["gen_ai.output.messages"]
+            assert "Senior Python engineer" in attrs(llm[0])["gen_ai.input.messages"]
+            assert "Fit report" in attrs(llm[2])["gen_ai.output.messages"]
 
 
 async def test_global_providers_get_no_second_copy_of_the_telemetry(
-    harness_factory, monkeypatch
+    harness_factory: HarnessFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FastAPI's own telemetry stays off, even where global providers exist.
 

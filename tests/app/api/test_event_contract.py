@@ -10,8 +10,14 @@ import pytest
 
 from app.pipeline.events import EVENT_PAYLOADS
 from app.providers.base import SearchResult
-from tests.conftest import in_process_client, parse_sse, wait_until
 from tests.fakes import CountingSearch, counting_providers
+from tests.helpers import (
+    HarnessFactory,
+    LiveServerFactory,
+    in_process_client,
+    parse_sse,
+    wait_until,
+)
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Senior Python engineer, Kafka"}
@@ -45,7 +51,7 @@ def assert_events_match(events: list[tuple[str, dict[str, Any]]], schemas: dict[
         jsonschema.validate(data, schemas[name])
 
 
-async def test_the_published_events_are_exactly_the_ones_defined(client) -> None:
+async def test_the_published_events_are_exactly_the_ones_defined(client: httpx.AsyncClient) -> None:
     schemas, _ = await published(client)
     assert set(schemas) == set(EVENT_PAYLOADS)
     assert schemas["error"]["properties"]["code"]["enum"] == [
@@ -70,7 +76,7 @@ async def test_the_published_events_are_exactly_the_ones_defined(client) -> None
     ],
 )
 async def test_every_event_on_each_path_matches_its_published_schema(
-    harness_factory, setup: dict[str, Any], terminal: tuple[str, str | None]
+    harness_factory: HarnessFactory, setup: dict[str, Any], terminal: tuple[str, str | None]
 ) -> None:
     setup = dict(setup)
     include_thoughts = setup.pop("include_thoughts", True)
@@ -88,7 +94,9 @@ async def test_every_event_on_each_path_matches_its_published_schema(
     assert (name, data.get("code")) == terminal
 
 
-async def test_a_drained_stream_matches_its_published_schema(harness_factory, live_server) -> None:
+async def test_a_drained_stream_matches_its_published_schema(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, shutdown_grace_s=0)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 import schemathesis
@@ -17,7 +18,7 @@ from app.models import FitCheckRequest
 from app.pipeline.event_ids import LastEventId, event_id, parse_last_event_id
 from otel.redact import redact_url
 from otel.testing import captured_telemetry
-from tests.conftest import in_process_client, make_settings
+from tests.helpers import in_process_client, make_settings
 
 OPERATIONS = [
     ("/api/fit-check/stream", "POST"),
@@ -35,7 +36,7 @@ def test_api_never_answers_5xx_and_matches_its_schema(path: str, method: str) ->
 
     @given(case=operation.as_strategy())
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    def check(case) -> None:
+    def check(case: schemathesis.Case[Any]) -> None:
         response = case.call()
         assert response.status_code < 500, response.text
         # All response checks. Not "valid data accepted": the generator does not honour the
@@ -54,7 +55,9 @@ _text = st.text(st.characters(codec=None), max_size=2100)
     include=st.one_of(st.booleans(), st.text(max_size=5), st.integers()),
 )
 @settings(max_examples=400, deadline=None)
-def test_request_model_accepts_or_rejects_cleanly(query, session_id, include) -> None:
+def test_request_model_accepts_or_rejects_cleanly(
+    query: str, session_id: str | None, include: bool | str | int
+) -> None:
     body = {"query": query, "session_id": session_id, "include_thoughts": include}
     try:
         request = FitCheckRequest.model_validate(body)
@@ -112,7 +115,7 @@ async def test_hostile_origin_resume_and_baggage_headers_never_get_a_5xx(
     origin: bytes | None, last_event_id: bytes | None, baggage: bytes | None
 ) -> None:
     app = build_app(make_settings(), captured_telemetry().runtime)
-    given_headers = {"Origin": origin, "Last-Event-ID": last_event_id, "baggage": baggage}
+    given_headers = {b"origin": origin, b"last-event-id": last_event_id, b"baggage": baggage}
     headers = {k: v for k, v in given_headers.items() if v is not None}
     async with in_process_client(app) as client:
         response = await client.get(

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from typing import Any
 
 import httpx
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import in_process_client, parse_sse
 from tests.fake_apis import FakeAPI
+from tests.helpers import (
+    Harness,
+    HarnessFactory,
+    LiveServerFactory,
+    attrs,
+    in_process_client,
+    parse_sse,
+)
 
 STREAM = "/api/fit-check/stream"
 SECRET_TEXT = "Quokkaville Zyxwvut Robotics"  # the user's own words, in the GET form
 
 
-def google_and_openai(api_url: str) -> dict[str, object]:
+def google_and_openai(api_url: str) -> dict[str, Any]:
     return {
         "llm_provider": "openai",
         "openai_base_url": f"{api_url}/v1",
@@ -27,7 +36,7 @@ def google_and_openai(api_url: str) -> dict[str, object]:
     }
 
 
-def everything_emitted(h, log_text: str) -> str:
+def everything_emitted(h: Harness, log_text: str) -> str:
     spans = [
         (s.name, dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events])
         for s in h.telemetry.finished_spans()
@@ -36,7 +45,7 @@ def everything_emitted(h, log_text: str) -> str:
 
 
 async def test_the_query_text_reaches_no_span_log_line_or_metric(
-    harness_factory, live_server, json_log
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
 ) -> None:
     fake = FakeAPI()
     async with live_server(fake.app()) as api:
@@ -50,10 +59,10 @@ async def test_the_query_text_reaches_no_span_log_line_or_metric(
     emitted = everything_emitted(h, json_log.getvalue())
     for word in SECRET_TEXT.split():
         assert word not in emitted, word
-    server = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
-    assert "query=REDACTED" in server.attributes["http.url"]
+    root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
+    assert "query=REDACTED" in attrs(root)["http.url"]
     searches = [s for s in h.telemetry.finished_spans() if s.name == "GET"]
-    assert searches and all("q=REDACTED" in s.attributes["http.url"] for s in searches)
+    assert searches and all("q=REDACTED" in attrs(s)["http.url"] for s in searches)
 
     access = [
         json.loads(line)
@@ -67,7 +76,7 @@ async def test_the_query_text_reaches_no_span_log_line_or_metric(
 
 
 async def test_untrusted_baggage_is_not_forwarded_nor_logged(
-    harness_factory, live_server, json_log
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
 ) -> None:
     fake = FakeAPI()
     baggage = ",".join(f"k{i}=secret-baggage-{i}" for i in range(180))
@@ -83,7 +92,7 @@ async def test_untrusted_baggage_is_not_forwarded_nor_logged(
 
 
 async def test_trusted_baggage_is_forwarded_and_never_logged_whole(
-    harness_factory, live_server, json_log
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
 ) -> None:
     """Behind a trusted gateway (FIT_CHECK_TRUST_TRACEPARENT) the caller's context counts."""
     logging.getLogger().setLevel(logging.DEBUG)  # json_log restores the level

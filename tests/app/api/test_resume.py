@@ -12,15 +12,24 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from opentelemetry.trace import SpanKind
 
 from app.pipeline.event_ids import parse_last_event_id
-from tests.conftest import in_process_client, wait_until
 from tests.fakes import counting_providers
+from tests.helpers import (
+    Harness,
+    HarnessFactory,
+    LiveServerFactory,
+    attrs,
+    ended_ns,
+    in_process_client,
+    parent_id,
+    wait_until,
+)
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Senior Python engineer, Kafka", "session_id": "resume-1"}
 STATUSES = ("success", "error", "timeout", "cancelled")
 
 
-def requests_counted(h) -> float:
+def requests_counted(h: Harness) -> float:
     return sum(h.telemetry.value("fit_check.requests", status=s) for s in STATUSES)
 
 
@@ -57,7 +66,9 @@ def seqs(events: list[ServerSentEvent]) -> list[int]:
     return [p.seq for p in parsed if p is not None]
 
 
-async def test_every_event_has_an_id_and_the_first_frame_a_retry_hint(harness_factory) -> None:
+async def test_every_event_has_an_id_and_the_first_frame_a_retry_hint(
+    harness_factory: HarnessFactory,
+) -> None:
     h = harness_factory(sse_retry_ms=1500)
     async with in_process_client(h.app) as client:
         response = await client.post(STREAM, json=QUERY)
@@ -66,7 +77,8 @@ async def test_every_event_has_an_id_and_the_first_frame_a_retry_hint(harness_fa
     events = [f for f in frames[1:] if f.strip() and not f.startswith(":")]
     ids = [f.split("\r\n")[0] for f in events]
     assert all(i.startswith("id: ") for i in ids), events[0]
-    parsed = [parse_last_event_id(i[4:]) for i in ids]
+    parsed = [p for i in ids if (p := parse_last_event_id(i[4:])) is not None]
+    assert len(parsed) == len(ids)
     assert [p.seq for p in parsed] == list(range(len(events)))
     assert len({p.key for p in parsed}) == 1
     assert [p.terminal for p in parsed] == [False] * (len(events) - 1) + [True]
@@ -81,7 +93,7 @@ async def test_every_event_has_an_id_and_the_first_frame_a_retry_hint(harness_fa
     ],
 )
 async def test_a_reconnect_with_nothing_to_resume_gets_204_and_starts_nothing(
-    harness_factory, last_event_id: str
+    harness_factory: HarnessFactory, last_event_id: str
 ) -> None:
     providers, search, llm = counting_providers()
     h = harness_factory(providers=providers)
@@ -95,7 +107,9 @@ async def test_a_reconnect_with_nothing_to_resume_gets_204_and_starts_nothing(
 
 
 @pytest.mark.parametrize("value", ["garbage", "5", "AAAAAAAAAAAAAAAA.x", "A" * 65])
-async def test_a_last_event_id_we_never_sent_is_a_clear_4xx(harness_factory, value: str) -> None:
+async def test_a_last_event_id_we_never_sent_is_a_clear_4xx(
+    harness_factory: HarnessFactory, value: str
+) -> None:
     providers, _, llm = counting_providers()
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -107,7 +121,7 @@ async def test_a_last_event_id_we_never_sent_is_a_clear_4xx(harness_factory, val
     assert h.telemetry.value("fit_check.rejected_requests", reason="invalid_request") == 1
 
 
-async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness) -> None:
+async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness: Harness) -> None:
     async with in_process_client(harness.app) as client:
         _, events = await read_events(client)
         assert events[-1].event == "complete" and events[-1].id.endswith(".end")
@@ -118,7 +132,7 @@ async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness) 
 
 
 async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, search, llm = counting_providers(llm_delay_s=0.1, llm_chunk_delay_s=0.01)
     h = harness_factory(providers=providers, resume_window_s=10)
@@ -143,15 +157,15 @@ async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace
     assert {format(s.context.trace_id, "032x") for s in servers} == {trace_id}
     root = next(s for s in servers if s.parent is None)
     reconnect = next(s for s in servers if s.parent is not None)
-    assert reconnect.parent.span_id == root.context.span_id
-    assert reconnect.attributes["fit_check.resumed_after"] == seqs(first)[-1]
-    assert reconnect.attributes["session_id"] == "resume-1"
-    assert root.attributes["fit_check.outcome"] == "success"
-    assert root.end_time >= reconnect.end_time - 50_000_000  # the root spans the session
+    assert parent_id(reconnect) == root.context.span_id
+    assert attrs(reconnect)["fit_check.resumed_after"] == seqs(first)[-1]
+    assert attrs(reconnect)["session_id"] == "resume-1"
+    assert attrs(root)["fit_check.outcome"] == "success"
+    assert ended_ns(root) >= ended_ns(reconnect) - 50_000_000  # the root spans the session
 
 
 async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.01)
     h = harness_factory(providers=providers, resume_window_s=0.3)
@@ -170,11 +184,11 @@ async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
     assert h.telemetry.value("fit_check_active_sessions") == 0
     assert h.telemetry.open_spans.open == 0
     root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
-    assert root.attributes["fit_check.cancel_reason"] == "client_gone"
+    assert attrs(root)["fit_check.cancel_reason"] == "client_gone"
 
 
 async def test_a_result_finished_while_the_client_was_away_is_still_delivered(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.05)
     h = harness_factory(providers=providers, resume_window_s=10)
@@ -189,7 +203,9 @@ async def test_a_result_finished_while_the_client_was_away_is_still_delivered(
     assert h.telemetry.value("fit_check.requests", status="success") == 1
 
 
-async def test_a_second_reader_takes_the_stream_over(harness_factory, live_server) -> None:
+async def test_a_second_reader_takes_the_stream_over(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     """A reconnect arriving before the server noticed the old connection died."""
     providers, _, _ = counting_providers(llm_delay_s=0.3)
     h = harness_factory(providers=providers)
@@ -208,7 +224,7 @@ async def test_a_second_reader_takes_the_stream_over(harness_factory, live_serve
 
 
 async def test_a_reconnect_older_than_the_replay_buffer_gets_204(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.05)
     h = harness_factory(providers=providers, replay_buffer_bytes=4096, resume_window_s=10)

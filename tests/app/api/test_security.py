@@ -6,8 +6,8 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import in_process_client, parse_sse
 from tests.fakes import counting_providers
+from tests.helpers import Harness, HarnessFactory, in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -55,7 +55,9 @@ async def test_exposes_the_session_and_trace_headers(client: httpx.AsyncClient) 
     assert "x-session-id" in exposed and "traceresponse" in exposed
 
 
-async def test_wildcard_origin_never_comes_with_credentials(harness_factory) -> None:
+async def test_wildcard_origin_never_comes_with_credentials(
+    harness_factory: HarnessFactory,
+) -> None:
     h = harness_factory(allowed_origins="*")
     async with in_process_client(h.app) as client:
         response = await client.options(
@@ -70,7 +72,7 @@ async def test_wildcard_origin_never_comes_with_credentials(harness_factory) -> 
     assert "access-control-allow-credentials" not in response.headers
 
 
-async def test_caller_traceparent_is_a_link_not_a_parent_by_default(harness) -> None:
+async def test_caller_traceparent_is_a_link_not_a_parent_by_default(harness: Harness) -> None:
     async with in_process_client(harness.app) as client:
         response = await client.post(
             STREAM, json={"query": "Python"}, headers={"traceparent": TRACEPARENT}
@@ -82,7 +84,7 @@ async def test_caller_traceparent_is_a_link_not_a_parent_by_default(harness) -> 
     assert [format(link.context.trace_id, "032x") for link in server.links] == [CALLER_TRACE]
 
 
-async def test_trusted_traceparent_is_continued(harness_factory) -> None:
+async def test_trusted_traceparent_is_continued(harness_factory: HarnessFactory) -> None:
     h = harness_factory(trust_incoming_trace=True)
     async with in_process_client(h.app) as client:
         response = await client.post(
@@ -91,7 +93,7 @@ async def test_trusted_traceparent_is_continued(harness_factory) -> None:
     assert parse_sse(response.text)[0][1]["trace_id"] == CALLER_TRACE
 
 
-async def test_metrics_behind_a_bearer_token(harness_factory) -> None:
+async def test_metrics_behind_a_bearer_token(harness_factory: HarnessFactory) -> None:
     h = harness_factory(metrics_token="s3cret-scrape")
     async with in_process_client(h.app) as client:
         denied = await client.get("/metrics")
@@ -103,7 +105,7 @@ async def test_metrics_behind_a_bearer_token(harness_factory) -> None:
     assert allowed.status_code == 200 and "fit_check_requests_total" in allowed.text
 
 
-async def test_metrics_on_a_port_of_their_own(harness_factory) -> None:
+async def test_metrics_on_a_port_of_their_own(harness_factory: HarnessFactory) -> None:
     h = harness_factory(metrics_port=0)
     port = h.telemetry.runtime.metrics_port
     try:
@@ -119,12 +121,14 @@ async def test_metrics_on_a_port_of_their_own(harness_factory) -> None:
 
 @pytest.mark.parametrize("origins", ["http://a.example,http://b.example", " http://a.example "])
 def test_allowed_origins_parse_from_the_env_form(origins: str) -> None:
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     assert "http://a.example" in make_settings(allowed_origins=origins).allowed_origins
 
 
-async def test_a_page_on_another_origin_cannot_start_an_analysis(harness_factory) -> None:
+async def test_a_page_on_another_origin_cannot_start_an_analysis(
+    harness_factory: HarnessFactory,
+) -> None:
     providers, search, llm = counting_providers()
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -142,7 +146,9 @@ async def test_a_page_on_another_origin_cannot_start_an_analysis(harness_factory
     assert h.telemetry.value("fit_check.rejected_requests", reason="origin_not_allowed") == 3
 
 
-async def test_allowed_same_origin_and_originless_requests_pass(harness_factory) -> None:
+async def test_allowed_same_origin_and_originless_requests_pass(
+    harness_factory: HarnessFactory,
+) -> None:
     providers, _, llm = counting_providers()
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -157,7 +163,9 @@ async def test_allowed_same_origin_and_originless_requests_pass(harness_factory)
     assert llm.calls == 9
 
 
-async def test_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(client) -> None:
+async def test_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/api/fit-check/health/", headers={"Host": "evil.example"})
     assert response.status_code == 404
     assert "location" not in response.headers
@@ -174,7 +182,7 @@ async def test_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(clien
     ],
 )
 async def test_metrics_with_an_accept_header_it_cannot_parse_is_plain_text(
-    client, accept: str
+    client: httpx.AsyncClient, accept: str
 ) -> None:
     response = await client.get("/metrics", headers={"Accept": accept})
     assert response.status_code == 200
@@ -182,7 +190,9 @@ async def test_metrics_with_an_accept_header_it_cannot_parse_is_plain_text(
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
-async def test_the_bearer_scheme_is_case_insensitive(harness_factory, scheme: str) -> None:
+async def test_the_bearer_scheme_is_case_insensitive(
+    harness_factory: HarnessFactory, scheme: str
+) -> None:
     h = harness_factory(metrics_token="s3cret-scrape")
     async with in_process_client(h.app) as client:
         response = await client.get(
@@ -191,7 +201,7 @@ async def test_the_bearer_scheme_is_case_insensitive(harness_factory, scheme: st
     assert response.status_code == 200
 
 
-async def test_the_metrics_port_needs_the_token_too(harness_factory) -> None:
+async def test_the_metrics_port_needs_the_token_too(harness_factory: HarnessFactory) -> None:
     h = harness_factory(metrics_port=0, metrics_token="s3cret-scrape")
     port = h.telemetry.runtime.metrics_port
     try:
@@ -216,7 +226,7 @@ async def test_the_metrics_port_needs_the_token_too(harness_factory) -> None:
     assert "fit_check_requests_total" in allowed.text
 
 
-async def test_a_same_origin_page_behind_a_tls_proxy_passes(harness) -> None:
+async def test_a_same_origin_page_behind_a_tls_proxy_passes(harness: Harness) -> None:
     """The page is https at the proxy, this hop is http: the host decides, not the scheme."""
     async with in_process_client(harness.app) as client:
         response = await client.post(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import httpx
 
 from app.pipeline.events import PHASES
-from tests.conftest import parse_sse
 from tests.fakes import counting_providers
+from tests.helpers import Events, Harness, HarnessFactory, LiveServerFactory, parse_sse
 
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes"}
 
 
-def assert_complete_stream(events: list[tuple[str, dict]]) -> None:
+def assert_complete_stream(events: Events) -> None:
     names = [name for name, _ in events]
     assert names[0] == "session"
     assert names[-1] == "complete"
@@ -71,14 +71,18 @@ async def test_get_variant_serves_the_same_stream(client: httpx.AsyncClient) -> 
     assert_complete_stream(parse_sse(response.text))
 
 
-async def test_head_on_the_stream_opens_no_session(harness, client: httpx.AsyncClient) -> None:
+async def test_head_on_the_stream_opens_no_session(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     response = await client.head("/api/fit-check/stream", params=QUERY)
     assert response.status_code == 405
     assert harness.service.sessions.active == 0
     assert harness.telemetry.value("fit_check.requests", status="success") == 0
 
 
-async def test_full_stream_over_a_real_uvicorn_server(harness, live_server) -> None:
+async def test_full_stream_over_a_real_uvicorn_server(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
     async with (
         live_server(harness.app) as server,
         httpx.AsyncClient(base_url=server.url) as c,
@@ -118,7 +122,9 @@ async def test_openapi_documents_the_stream_and_its_events(client: httpx.AsyncCl
     assert (await client.get("/docs")).status_code == 200
 
 
-async def test_idle_streams_get_comment_pings(harness_factory, live_server) -> None:
+async def test_idle_streams_get_comment_pings(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.5)
     h = harness_factory(providers=providers, sse_ping_s=0.1)
     async with (

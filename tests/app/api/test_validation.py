@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
 import pytest
 
-from tests.conftest import in_process_client
+from tests.helpers import Harness, HarnessFactory, in_process_client
 
 STREAM = "/api/fit-check/stream"
 
 
-def only_error(response: httpx.Response) -> dict:
-    body = response.json()
+def only_error(response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
     assert set(body) == {"code", "message", "errors"}
     return body
 
@@ -40,7 +43,7 @@ def only_error(response: httpx.Response) -> dict:
     ],
 )
 async def test_invalid_bodies_get_422_naming_field_and_rule(
-    harness, client: httpx.AsyncClient, body: dict, field: str, rule: str
+    harness: Harness, client: httpx.AsyncClient, body: dict[str, Any], field: str, rule: str
 ) -> None:
     response = await client.post(STREAM, json=body)
     assert response.status_code == 422
@@ -102,7 +105,9 @@ async def test_error_bodies_do_not_echo_the_input(client: httpx.AsyncClient) -> 
     assert "ECHO-ME" not in response.text
 
 
-async def test_body_over_the_cap_gets_413_before_reading_it(harness_factory) -> None:
+async def test_body_over_the_cap_gets_413_before_reading_it(
+    harness_factory: HarnessFactory,
+) -> None:
     harness = harness_factory(max_body_bytes=2048)
     async with in_process_client(harness.app) as client:
         response = await client.post(
@@ -113,7 +118,7 @@ async def test_body_over_the_cap_gets_413_before_reading_it(harness_factory) -> 
         assert response.status_code == 413
         assert only_error(response)["code"] == "PAYLOAD_TOO_LARGE"
 
-        async def chunks():  # no Content-Length: counted as it arrives
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
             yield b'{"query": "'
             for _ in range(10):
                 yield b"x" * 1000

@@ -9,8 +9,8 @@ import resource
 
 import pytest
 
-from tests.conftest import wait_until
-from tests.fakes import counting_providers
+from tests.fakes import CountingLLM, counting_providers
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory, wait_until
 
 BODY = json.dumps({"query": "Senior Python engineer, Kafka"}).encode()
 
@@ -41,7 +41,7 @@ async def hang_up(writer: asyncio.StreamWriter) -> None:
     await writer.wait_closed()
 
 
-def assert_clean(h, llm) -> None:
+def assert_clean(h: Harness, llm: CountingLLM) -> None:
     assert h.service.sessions.active == 0
     assert h.telemetry.value("fit_check_active_sessions") == 0
     assert h.telemetry.open_spans.open == 0
@@ -53,7 +53,7 @@ def assert_clean(h, llm) -> None:
     "cut_at", [None, b"event: session", b"skeptical_comparison", b"event: response"]
 )
 async def test_hang_up_anywhere_counts_one_cancelled_request(
-    harness_factory, live_server, cut_at: bytes | None
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, cut_at: bytes | None
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.02)
     h = harness_factory(providers=providers, resume_window_s=0)  # nobody will come back
@@ -82,7 +82,7 @@ def rss_mb() -> float:
 
 
 async def test_a_storm_of_500_disconnects_leaves_nothing_behind(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     """Clients that vanish mid-stream and never come back: each session waits out its
     resume window, then nothing of it is left (no session, task, span or buffer)."""

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import in_process_client, parse_sse, wait_until
 from tests.fakes import counting_providers
+from tests.helpers import (
+    HarnessFactory,
+    LiveServerFactory,
+    attrs,
+    in_process_client,
+    parse_sse,
+    wait_until,
+)
 
 STREAM = "/api/fit-check/stream"
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes"}
 
 
-def terminal(text: str) -> tuple[str, dict]:
+def terminal(text: str) -> tuple[str, dict[str, Any]]:
     events = parse_sse(text)
     assert sum(n in ("complete", "error") for n, _ in events) == 1
     return events[-1]
 
 
-async def test_search_failure_ends_with_search_error(harness_factory) -> None:
+async def test_search_failure_ends_with_search_error(harness_factory: HarnessFactory) -> None:
     providers, _search, _ = counting_providers(search_fail=True)
     h = harness_factory(providers=providers)
     async with in_process_client(h.app) as client:
@@ -33,7 +41,7 @@ async def test_search_failure_ends_with_search_error(harness_factory) -> None:
     assert h.service.sessions.active == 0
 
 
-async def test_breaker_opens_fails_fast_and_recovers(harness_factory) -> None:
+async def test_breaker_opens_fails_fast_and_recovers(harness_factory: HarnessFactory) -> None:
     providers, _, llm = counting_providers(llm_fail=True)
     h = harness_factory(
         providers=providers, breaker_failure_threshold=2, breaker_reset_timeout_s=0.2
@@ -63,7 +71,7 @@ async def test_breaker_opens_fails_fast_and_recovers(harness_factory) -> None:
         assert (await client.get("/api/fit-check/health")).json()["status"] == "healthy"
 
 
-async def test_provider_timeout_is_a_provider_error(harness_factory) -> None:
+async def test_provider_timeout_is_a_provider_error(harness_factory: HarnessFactory) -> None:
     providers, _, _ = counting_providers(search_delay_s=5)
     h = harness_factory(providers=providers, provider_timeout_s=0.05)
     async with in_process_client(h.app) as client:
@@ -71,7 +79,9 @@ async def test_provider_timeout_is_a_provider_error(harness_factory) -> None:
     assert data["code"] == "SEARCH_ERROR" and "timed out" in data["message"]
 
 
-async def test_request_timeout_ends_the_stream_with_timeout(harness_factory) -> None:
+async def test_request_timeout_ends_the_stream_with_timeout(
+    harness_factory: HarnessFactory,
+) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
     h = harness_factory(providers=providers, request_timeout_s=0.2)
     async with in_process_client(h.app) as client:
@@ -84,7 +94,7 @@ async def test_request_timeout_ends_the_stream_with_timeout(harness_factory) -> 
 
 
 async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.3, llm_chunk_delay_s=0.05)
     # No resume window: the client's hang-up ends the session at once.
@@ -107,13 +117,13 @@ async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
-    assert root.attributes["fit_check.outcome"] == "cancelled"
+    assert attrs(root)["fit_check.outcome"] == "cancelled"
     cut = next(s for s in spans if s.name == "fit_check.phase skeptical_comparison")
     assert cut.status.status_code is StatusCode.ERROR
 
 
 async def test_sessions_past_the_limit_get_429_and_running_ones_finish(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.2)
     h = harness_factory(providers=providers, max_concurrent_sessions=1)

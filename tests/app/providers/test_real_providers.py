@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import in_process_client, parse_sse
 from tests.fake_apis import FakeAPI
+from tests.helpers import (
+    Events,
+    Harness,
+    HarnessFactory,
+    LiveServerFactory,
+    attrs,
+    in_process_client,
+    parse_sse,
+)
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 GOOGLE_SECRET = "AIza-DO-NOT-LEAK-9999"
 QUERY = {"query": "Senior Python engineer at Acme, Kafka", "session_id": "real-providers"}
 
 
-async def run_stream(harness_factory, live_server, fake: FakeAPI, **settings):
+async def run_stream(
+    harness_factory: HarnessFactory,
+    live_server: LiveServerFactory,
+    fake: FakeAPI,
+    **settings: Any,
+) -> tuple[Harness, Events]:
     async with live_server(fake.app()) as api:
         h = harness_factory(
             llm_provider="openai",
@@ -33,7 +48,9 @@ async def run_stream(harness_factory, live_server, fake: FakeAPI, **settings):
     return h, parse_sse(response.text)
 
 
-async def test_stream_runs_on_openai_and_google_protocols(harness_factory, live_server) -> None:
+async def test_stream_runs_on_openai_and_google_protocols(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     fake = FakeAPI()
     h, events = await run_stream(harness_factory, live_server, fake)
     assert events[-1][0] == "complete", events[-1]
@@ -55,17 +72,20 @@ async def test_stream_runs_on_openai_and_google_protocols(harness_factory, live_
     assert all(r["headers"]["traceparent"].split("-")[1] == trace_id for r in fake.requests)
     spans = h.telemetry.finished_spans()
     llm = [s for s in spans if s.name == "chat gpt-test"]
-    assert llm[0].attributes["gen_ai.provider.name"] == "openai"
-    assert llm[0].attributes["gen_ai.response.model"] == "fake-gpt-2026-01-01"
-    assert llm[0].attributes["gen_ai.usage.input_tokens"] == 123
+    assert attrs(llm[0])["gen_ai.provider.name"] == "openai"
+    assert attrs(llm[0])["gen_ai.response.model"] == "fake-gpt-2026-01-01"
+    assert attrs(llm[0])["gen_ai.usage.input_tokens"] == 123
     http_spans = [s for s in spans if s.kind is SpanKind.CLIENT and s.name in ("POST", "GET")]
     assert len(http_spans) == 6
-    assert all(s.attributes["session_id"] == "real-providers" for s in http_spans)
+    assert all(attrs(s)["session_id"] == "real-providers" for s in http_spans)
 
 
 @pytest.mark.parametrize("status", [200, 500])
 async def test_keys_never_reach_logs_spans_metrics_or_clients(
-    harness_factory, live_server, json_log, status: int
+    harness_factory: HarnessFactory,
+    live_server: LiveServerFactory,
+    json_log: io.StringIO,
+    status: int,
 ) -> None:
     logging.getLogger().setLevel(logging.DEBUG)  # json_log restores the level
     h, events = await run_stream(harness_factory, live_server, FakeAPI(status=status))
@@ -73,7 +93,7 @@ async def test_keys_never_reach_logs_spans_metrics_or_clients(
     emitted = buffer.getvalue() + repr(events)
     emitted += repr(
         [
-            (s.name, dict(s.attributes), [e.attributes for e in s.events])
+            (s.name, dict(attrs(s)), [e.attributes for e in s.events])
             for s in h.telemetry.finished_spans()
         ]
     )
@@ -86,7 +106,9 @@ async def test_keys_never_reach_logs_spans_metrics_or_clients(
     assert "Bearer" not in emitted
 
 
-async def test_http_errors_become_provider_errors(harness_factory, live_server) -> None:
+async def test_http_errors_become_provider_errors(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     _, events = await run_stream(harness_factory, live_server, FakeAPI(status=503))
     assert events[-1][0] == "error"
     assert events[-1][1]["code"] == "SEARCH_ERROR"
@@ -94,7 +116,9 @@ async def test_http_errors_become_provider_errors(harness_factory, live_server) 
     assert GOOGLE_SECRET not in events[-1][1]["message"]
 
 
-async def test_llm_http_error_is_llm_error(harness_factory, live_server) -> None:
+async def test_llm_http_error_is_llm_error(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
     fake = FakeAPI()
     async with live_server(fake.app()) as api:
         h = harness_factory(
@@ -108,7 +132,7 @@ async def test_llm_http_error_is_llm_error(harness_factory, live_server) -> None
 
 
 async def test_a_lone_surrogate_from_the_llm_does_not_break_the_stream(
-    harness_factory, live_server
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
     # JSON may escape half of a surrogate pair ("\ud83d"); it decodes to a str that is not
     # valid Unicode, which neither UTF-8 nor orjson will encode as it is.

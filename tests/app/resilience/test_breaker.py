@@ -9,6 +9,11 @@ import pytest
 from app.resilience.breaker import BreakerState, CircuitBreaker, CircuitOpenError
 
 
+def state(breaker: CircuitBreaker) -> BreakerState:
+    """Read afresh: mypy would otherwise keep ``breaker.state`` narrowed across awaits."""
+    return breaker.state
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -41,9 +46,9 @@ def breaker(clock: Clock) -> CircuitBreaker:
 async def test_opens_after_threshold_consecutive_failures(breaker: CircuitBreaker) -> None:
     await fail(breaker)
     await fail(breaker)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     await fail(breaker)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
 
 
 async def test_a_success_resets_the_count(breaker: CircuitBreaker) -> None:
@@ -52,7 +57,7 @@ async def test_a_success_resets_the_count(breaker: CircuitBreaker) -> None:
     await succeed(breaker)
     await fail(breaker)
     await fail(breaker)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
 
 
 async def test_open_breaker_fails_fast_without_running_the_call(breaker: CircuitBreaker) -> None:
@@ -72,7 +77,7 @@ async def test_half_open_lets_one_trial_through_and_success_closes(
     for _ in range(3):
         await fail(breaker)
     clock.now = 10
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     trial_entered = asyncio.Event()
     release = asyncio.Event()
 
@@ -88,7 +93,7 @@ async def test_half_open_lets_one_trial_through_and_success_closes(
             pass
     release.set()
     await task
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
 
 
 async def test_failed_trial_opens_again_for_a_full_timeout(
@@ -98,11 +103,11 @@ async def test_failed_trial_opens_again_for_a_full_timeout(
         await fail(breaker)
     clock.now = 10
     await fail(breaker)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     clock.now = 19
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     clock.now = 20
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
 
 
 async def test_cancellation_is_not_a_failure(breaker: CircuitBreaker) -> None:
@@ -110,4 +115,4 @@ async def test_cancellation_is_not_a_failure(breaker: CircuitBreaker) -> None:
         with pytest.raises(asyncio.CancelledError):
             async with breaker.guard():
                 raise asyncio.CancelledError
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
