@@ -27,6 +27,8 @@ class FakeAPI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     reply: str = "The engineer looks like a strong fit for the backend role."
     model: str = "fake-gpt-2026-01-01"
+    #: False: answer one plain chat.completion, as servers that ignore `stream` do.
+    streams: bool = True
 
     def app(self) -> Starlette:
         return Starlette(
@@ -54,7 +56,23 @@ class FakeAPI:
         if self.status != 200:
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=self.status)
         assert body["stream"] is True
-        words = self.reply.split(" ")
+        if not self.streams:
+            return JSONResponse(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": self.reply},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 123, "completion_tokens": 9},
+                }
+            )
+        words = self.reply.split(" ") if self.reply else []
 
         async def chunks() -> AsyncIterator[bytes]:
             for i, word in enumerate(words):

@@ -67,29 +67,22 @@ def _field_errors(raw: Sequence[Any]) -> list[FieldError]:
     return result
 
 
-def _validation_handler(
-    on_reject: Callable[[RejectionReason], None],
-) -> Callable[[Request, Exception], Any]:
-    async def handle(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+def install_error_handlers(app: FastAPI, on_reject: Callable[[RejectionReason], None]) -> None:
+    """Validation errors and Starlette's HTTP errors as ErrorBody answers. Each handler is
+    registered for its own exception type, so it is typed for it (no runtime checks)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         on_reject("invalid_request")
         errors = _field_errors(exc.errors())
         summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return error_response(422, "INVALID_QUERY", summary or "Invalid request", errors)
 
-    return handle
-
-
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    return error_response(
-        exc.status_code,
-        _HTTP_CODES.get(exc.status_code, "HTTP_ERROR"),
-        str(exc.detail),
-        headers=exc.headers,
-    )
-
-
-def install_error_handlers(app: FastAPI, on_reject: Callable[[RejectionReason], None]) -> None:
-    app.add_exception_handler(RequestValidationError, _validation_handler(on_reject))
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(
+            exc.status_code,
+            _HTTP_CODES.get(exc.status_code, "HTTP_ERROR"),
+            str(exc.detail),
+            headers=exc.headers,
+        )

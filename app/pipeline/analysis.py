@@ -196,7 +196,9 @@ def extract_requirements(
     for result in research:
         found = set(result.skills) | set(vocabulary.find(f"{result.title} {result.snippet}"))
         counts.update(skill for skill in found if skill not in from_query)
-    for skill, _ in counts.most_common():
+    # Ties broken by name: most_common() would keep insertion order, which came from a set
+    # and so from the hash seed (the same query scored 82 or 86 from one process to another).
+    for skill, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         if len(requirements) >= limit:
             break
         requirements.append(Requirement(skill, 0.5, "research"))

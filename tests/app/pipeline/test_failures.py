@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.fakes import counting_providers
+from app.providers.base import SearchResult
+from tests.fakes import CountingSearch, counting_providers
 from tests.helpers import (
     HarnessFactory,
     LiveServerFactory,
@@ -139,3 +140,24 @@ async def test_sessions_past_the_limit_get_429_and_running_ones_finish(
         assert terminal(text)[0] == "complete"
         await wait_until(lambda: h.service.sessions.active == 0)
         assert (await client.post(STREAM, json=QUERY)).status_code == 200
+
+
+class LeakySearch(CountingSearch):
+    """A provider bug whose exception text carries what no client should see."""
+
+    async def search(self, query: str, *, limit: int) -> list[SearchResult]:
+        raise KeyError("internal detail: https://internal.example/?token=abc123")
+
+
+async def test_an_unexpected_provider_exception_reaches_the_client_as_its_kind_only(
+    harness_factory: HarnessFactory,
+) -> None:
+    providers, _, _ = counting_providers()
+    providers.search = LeakySearch()
+    h = harness_factory(providers=providers)
+    async with in_process_client(h.app) as client:
+        response = await client.post(STREAM, json=QUERY)
+    name, data = terminal(response.text)
+    assert (name, data["code"]) == ("error", "SEARCH_ERROR")
+    assert "KeyError" in data["message"]
+    assert "internal" not in data["message"] and "abc123" not in data["message"]

@@ -141,3 +141,25 @@ async def test_a_lone_surrogate_from_the_llm_does_not_break_the_stream(
     assert events[-1][0] == "complete", events[-1]
     report = "".join(d["chunk"] for n, d in events if n == "response")
     assert report == fake.reply
+
+
+async def test_a_server_that_ignores_stream_true_is_read_whole(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    fake = FakeAPI(streams=False)
+    h, events = await run_stream(harness_factory, live_server, fake)
+    assert events[-1][0] == "complete", events[-1]
+    assert "".join(d["chunk"] for n, d in events if n == "response") == fake.reply
+    llm = [s for s in h.telemetry.finished_spans() if s.name == "chat gpt-test"]
+    assert attrs(llm[0])["gen_ai.usage.input_tokens"] == 123
+
+
+@pytest.mark.parametrize("streams", [True, False])
+async def test_an_empty_answer_is_an_llm_error_never_an_empty_success(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, streams: bool
+) -> None:
+    h, events = await run_stream(harness_factory, live_server, FakeAPI(reply="", streams=streams))
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "LLM_ERROR", events[-1]
+    assert not [n for n, _ in events if n == "response"]
+    assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="error") == 1
+    assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="success") == 0
