@@ -183,3 +183,57 @@ async def test_global_providers_get_no_second_copy_of_the_telemetry(
     assert [s.name for s in global_spans.get_finished_spans()] == []
     data = global_metrics.get_metrics_data()
     assert data is None or not data.resource_metrics
+
+
+@pytest.mark.parametrize(
+    ("slow", "call_span", "phase", "calls_metric", "labels"),
+    [
+        (
+            "llm_delay_s",
+            "chat offline-analyzer",
+            "skeptical_comparison",
+            "fit_check.llm.calls",
+            {"model": "offline-analyzer"},
+        ),
+        (
+            "search_delay_s",
+            "search offline",
+            "deep_research",
+            "fit_check.search.calls",
+            {"provider": "offline"},
+        ),
+    ],
+)
+async def test_one_cancellation_policy_for_phase_and_call_spans(
+    harness_factory: HarnessFactory,
+    slow: str,
+    call_span: str,
+    phase: str,
+    calls_metric: str,
+    labels: dict[str, str],
+) -> None:
+    """Cut short by someone else: ERROR status and error.type=cancelled on every span, no
+    call or phase metric (not even the GenAI duration)."""
+    providers, _, _ = counting_providers(
+        llm_delay_s=5.0 if slow == "llm_delay_s" else 0.0,
+        search_delay_s=5.0 if slow == "search_delay_s" else 0.0,
+    )
+    h = harness_factory(providers=providers, request_timeout_s=0.3)
+    async with in_process_client(h.app) as client:
+        await client.post(STREAM, json=QUERY)
+    spans = h.telemetry.finished_spans()
+    cut = by_name(spans, call_span) + by_name(spans, f"fit_check.phase {phase}")
+    assert len(cut) == 2
+    for span in cut:
+        assert span.status.status_code is StatusCode.ERROR, span.name
+        assert attrs(span)["error.type"] == "cancelled", span.name
+    for status in ("success", "error"):
+        assert h.telemetry.value(calls_metric, **labels, status=status) == 0
+        assert h.telemetry.value("fit_check.phase.completions", phase=phase, status=status) == 0
+    assert h.telemetry.value("fit_check.phase.duration", phase=phase) == 0
+    genai_durations = sum(
+        getattr(point, "count", 0)
+        for metric, point in h.telemetry.metric_points()
+        if metric.name == "gen_ai.client.operation.duration"
+    )
+    assert genai_durations == 0  # the cut call is the first LLM call in both cases
