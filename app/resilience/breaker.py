@@ -32,7 +32,6 @@ class CircuitOpenError(Exception):
 
     def __init__(self, name: str, retry_after_s: float) -> None:
         super().__init__(f"{name} circuit breaker is open; retry in {retry_after_s:.0f}s")
-        self.name = name
         self.retry_after_s = retry_after_s
 
 

@@ -71,6 +71,20 @@ async def test_open_breaker_fails_fast_without_running_the_call(breaker: Circuit
     assert info.value.retry_after_s == pytest.approx(10)
 
 
+async def test_retry_after_counts_down_to_the_trial(breaker: CircuitBreaker, clock: Clock) -> None:
+    clock.now = 100.0  # opened at a time that is not zero
+    for _ in range(3):
+        await fail(breaker)
+    waits = []
+    for now in (100.0, 104.0, 109.5):
+        clock.now = now
+        with pytest.raises(CircuitOpenError) as info:
+            async with breaker.guard():
+                pass
+        waits.append(info.value.retry_after_s)
+    assert waits == pytest.approx([10.0, 6.0, 0.5])
+
+
 async def test_half_open_lets_one_trial_through_and_success_closes(
     breaker: CircuitBreaker, clock: Clock
 ) -> None:
