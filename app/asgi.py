@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api.demo import demo_router, redoc_router, static_files
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.origins import JsonCORSMiddleware, OriginGate
@@ -72,7 +74,10 @@ def build_app(
             await service.providers.aclose()
             runtime.shutdown()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc serve their JavaScript and CSS from the package, so
+    # they work with no internet (FastAPI's own pages load them from a CDN).
+    app = FastAPIOffline(
+        redoc_url=None,  # ours, below: the same page without the CDN logo
         title="fit-check",
         version=__version__,
         description="Streams an 'is this engineer a fit for you?' analysis over SSE.",
@@ -88,6 +93,11 @@ def build_app(
     app.state.service = service
     install_error_handlers(app, telemetry.rejected)
     app.include_router(router)
+    app.include_router(
+        demo_router(jaeger_ui_url=settings.jaeger_ui_url, grafana_url=settings.grafana_url)
+    )
+    app.include_router(redoc_router(app.title))
+    app.mount("/static", static_files(), name="static")
     # Added innermost first: OriginGate -> CORS -> BodySizeLimit -> routes, so a refused
     # origin costs nothing and an allowed page can read a 413.
     app.add_middleware(

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, validation_alias="FIT_CHECK_HEADER_TIMEOUT_S"
     )
 
+    # --- the demo page's links ---------------------------------------------------------
+    jaeger_ui_url: str = Field(
+        default="http://localhost:16686", validation_alias="FIT_CHECK_JAEGER_UI_URL"
+    )
+    grafana_url: str = Field(
+        default="http://localhost:3000", validation_alias="FIT_CHECK_GRAFANA_URL"
+    )
+
     # --- telemetry --------------------------------------------------------------
     environment: str = Field(default="local", validation_alias="FIT_CHECK_ENVIRONMENT")
     otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")

@@ -16,8 +16,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otel.redact import redact_url_attributes
 
-#: Not traced: scrapes and probes would drown the traces people look for.
-EXCLUDED_URLS = "/metrics,/health,/ready,/api/fit-check/health"
+#: Not traced (regular expressions, searched in the URL): scrapes, probes, the docs and the
+#: demo page's files would drown the traces people look for.
+EXCLUDED_URLS = ",".join(
+    (
+        "/metrics",
+        "/health",
+        "/ready",
+        "/api/fit-check/health",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/static",
+        r"://[^/]+/(\?|$)",  # the demo page itself
+    )
+)
 _CALLER_KEY = "fit_check.caller_span_context"
 _UNTRUSTED_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 _LAST_EVENT_ID = b"last-event-id"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -21,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from tests.e2e.chromium import chromium_page
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, LiveServerFactory, wait_until
 
@@ -30,15 +29,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 STATUSES = ("success", "error", "timeout", "cancelled")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def page_html(stream_url: str) -> str:
@@ -59,16 +49,6 @@ for (const type of ["session", "phase", "thought", "phase_complete", "response",
 }}
 window.state = () => source.readyState;
 </script>"""
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "Debian's chromium is missing: `make browser` (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 class PageServer:
@@ -93,18 +73,10 @@ class PageServer:
 
 @contextlib.asynccontextmanager
 async def browser_page(pages: PageServer, stream_url: str) -> AsyncIterator[Page]:
-    from playwright.async_api import async_playwright
-
-    chromium = chromium_path()
     pages.html = page_html(stream_url)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(pages.origin)
-            yield page
-        finally:
-            await browser.close()
+    async with chromium_page() as page:
+        await page.goto(pages.origin)
+        yield page
 
 
 class CuttableProxy:
