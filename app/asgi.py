@@ -9,6 +9,7 @@ from the environment, sets up logging and telemetry, and builds the app.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,9 +28,12 @@ from app.config import Settings
 from app.providers.factory import Providers, build_providers
 from app.server import DrainingServer, server_config
 from app.service import FitCheckService
+from app.startup import announce
 from otel.instrumentation import instrument_app, instrument_http_client
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 
 def telemetry_config(settings: Settings) -> TelemetryConfig:
@@ -42,6 +46,8 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         otlp_endpoint=settings.otlp_endpoint,
         otlp_traces_endpoint=settings.otlp_traces_endpoint,
         otlp_metrics_endpoint=settings.otlp_metrics_endpoint,
+        traces_exporters=settings.traces_exporters,
+        metrics_exporters=settings.metrics_exporters,
         capture_content=settings.capture_content,
         span_batch_size=settings.span_batch_size,
         span_queue_size=settings.span_queue_size,
@@ -53,6 +59,10 @@ def build_app(
 ) -> FastAPI:
     """One independent app wired to an already built telemetry runtime (tests pass
     in-memory ones). Nothing global: call it as often as you like."""
+    # The stable HTTP semantic conventions (url.path, url.query, http.request.method, ...)
+    # unless the user chose otherwise. The instrumentations read this variable once per
+    # process, when the first of them is set up: here, before any.
+    os.environ.setdefault(SEMCONV_OPT_IN, "http")
     telemetry = runtime.telemetry
     if providers is None:
         tracer_provider = runtime.tracer_provider
@@ -68,6 +78,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        announce(settings, providers.llm.model, runtime.exports)
         try:
             yield
         finally:

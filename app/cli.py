@@ -1,35 +1,79 @@
-"""The ``fit-check`` command: ``serve`` runs the server, ``ask`` watches a stream live."""
+"""fit-check: serve the service, watch an analysis stream live, read a trace in a terminal."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 import httpx
 from httpx_sse import connect_sse
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
+from app.config import Settings
 from app.pipeline.events import PHASES
+from app.trace_view import TraceNotFound, fetch_trace, render
+
+DEFAULT_JAEGER_URL = "http://localhost:16686"
+#: A span reaches Jaeger after the service's batch delay (5 s) and the collector's (1 s).
+TRACE_WAIT_S = 20.0
+
+
+def service_url() -> str:
+    """``FIT_CHECK_URL``, else the address ``serve`` listens on, from the same settings."""
+    explicit = os.environ.get("FIT_CHECK_URL")
+    if explicit:
+        return explicit
+    settings = Settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def settings_error(error: ValidationError) -> str:
+    """A settings error as one line per problem, in the variables' own names."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ())) or "settings"
+        lines.append(f"{where}: {problem.get('msg', 'invalid')}".removeprefix("settings: "))
+    return "\n".join(f"fit-check: {line.removeprefix('Value error, ')}" for line in lines)
 
 
 def serve(_args: argparse.Namespace) -> int:
     from app.asgi import build_server
 
-    build_server().run()
+    try:
+        server = build_server()
+    except ValidationError as error:
+        print(settings_error(error), file=sys.stderr)
+        return 2
+    server.run()
     return 0
+
+
+def http_error_line(response: httpx.Response) -> str:
+    """``HTTP 422 INVALID_QUERY: query: String should have at most 2000 characters``."""
+    try:
+        body = response.json()
+        return f"HTTP {response.status_code} {body['code']}: {body['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 def ask(args: argparse.Namespace) -> int:
     """Stream one analysis: a progress line per phase with its duration, then the report."""
     console = Console(stderr=True)
+    url = (args.url or service_url()).rstrip("/")
     body: dict[str, object] = {"query": args.query}
     if args.session_id:
         body["session_id"] = args.session_id
     report: list[str] = []
+    trace_id: str | None = None
     exit_code = 1
     with (
         httpx.Client(timeout=httpx.Timeout(10.0, read=None)) as client,
@@ -44,19 +88,18 @@ def ask(args: argparse.Namespace) -> int:
     ):
         tasks = {p: progress.add_task(p, total=1, note="waiting", start=False) for p in PHASES}
         try:
-            with connect_sse(
-                client, "POST", f"{args.url.rstrip('/')}/api/fit-check/stream", json=body
-            ) as source:
+            with connect_sse(client, "POST", f"{url}/api/fit-check/stream", json=body) as source:
                 if source.response.status_code != 200:
                     source.response.read()
-                    console.print(
-                        f"[red]HTTP {source.response.status_code}[/]: {source.response.text}"
-                    )
+                    console.print(http_error_line(source.response), style="red", markup=False)
                     return 2
                 for sse in source.iter_sse():
                     data = json.loads(sse.data) if sse.data else {}
                     if sse.event == "session":
-                        console.print(f"session {data['session_id']} trace {data.get('trace_id')}")
+                        trace_id = data.get("trace_id")
+                        console.print(
+                            f"session {data['session_id']} trace {trace_id}", markup=False
+                        )
                     elif sse.event == "phase":
                         progress.start_task(tasks[data["phase"]])
                         progress.update(tasks[data["phase"]], note=data["message"])
@@ -71,25 +114,79 @@ def ask(args: argparse.Namespace) -> int:
                     elif sse.event == "complete":
                         exit_code = 0
                     elif sse.event == "error":
-                        console.print(f"[red]{data['code']}[/]: {data['message']}")
+                        console.print(
+                            f"{data['code']}: {data['message']}", style="red", markup=False
+                        )
         except httpx.HTTPError as exc:
-            console.print(f"[red]cannot reach {args.url}: {type(exc).__name__}[/]")
+            console.print(f"cannot reach {url}: {type(exc).__name__}", style="red", markup=False)
             return 2
     if report:
         Console().print(Markdown("".join(report)))
+    if args.trace and trace_id:
+        shown = show_trace(trace_id, args.jaeger, wait_s=TRACE_WAIT_S)
+        exit_code = exit_code or shown
     return exit_code
 
 
+def show_trace(trace_id: str, jaeger_url: str | None, *, wait_s: float = 0.0) -> int:
+    """Print a trace from Jaeger; with ``wait_s``, wait for its root span to arrive."""
+    jaeger = (jaeger_url or os.environ.get("FIT_CHECK_JAEGER_URL") or DEFAULT_JAEGER_URL).rstrip(
+        "/"
+    )
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            spans = fetch_trace(jaeger, trace_id)
+            if all(s.parent_id for s in spans) and time.monotonic() < deadline:
+                raise TraceNotFound(trace_id)  # the root is exported last: not all here yet
+        except TraceNotFound:
+            if time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            print(f"fit-check: trace {trace_id} is not in Jaeger at {jaeger}", file=sys.stderr)
+            return 1
+        except httpx.HTTPError as exc:
+            print(
+                f"fit-check: cannot reach Jaeger at {jaeger}: {type(exc).__name__}", file=sys.stderr
+            )
+            return 2
+        print("\n".join(render(spans)))
+        return 0
+
+
+def trace(args: argparse.Namespace) -> int:
+    return show_trace(args.trace_id, args.jaeger)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fit-check", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fit-check",
+        description="Serve fit-check, watch an analysis stream, or read its trace.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the server (HOST, PORT and the rest from env)")
+    commands.add_parser(
+        "serve", help="run the server (HOST, PORT and every other setting from the environment)"
+    )
     ask_parser = commands.add_parser("ask", help="stream one analysis and show its progress")
-    ask_parser.add_argument("query")
-    ask_parser.add_argument("--url", default="http://127.0.0.1:8000")
-    ask_parser.add_argument("--session-id")
+    ask_parser.add_argument("query", help="a company name or a job description")
+    ask_parser.add_argument(
+        "--url",
+        help="the service's base URL (default: FIT_CHECK_URL, else http://HOST:PORT from the "
+        "settings `serve` reads)",
+    )
+    ask_parser.add_argument("--session-id", help="your own session id, e.g. to find it later")
+    ask_parser.add_argument(
+        "--trace", action="store_true", help="print the analysis's trace from Jaeger afterwards"
+    )
+    ask_parser.add_argument("--jaeger", help="Jaeger's URL (default: FIT_CHECK_JAEGER_URL)")
+    trace_parser = commands.add_parser("trace", help="print a trace from Jaeger as a tree")
+    trace_parser.add_argument("trace_id", help="the 32-hex trace id (the session event has it)")
+    trace_parser.add_argument(
+        "--jaeger", help=f"Jaeger's URL (default: FIT_CHECK_JAEGER_URL, else {DEFAULT_JAEGER_URL})"
+    )
     args = parser.parse_args(argv)
-    return serve(args) if args.command == "serve" else ask(args)
+    handlers = {"serve": serve, "ask": ask, "trace": trace}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     otlp_metrics_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
     )
+    # Comma lists of otlp, console, none (the spec's names); unset: otlp when an endpoint
+    # is configured, else nothing (otel/exporters.py says why).
+    traces_exporters: Annotated[tuple[Literal["otlp", "console", "none"], ...] | None, NoDecode] = (
+        Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    )
+    metrics_exporters: Annotated[
+        tuple[Literal["otlp", "console", "none"], ...] | None, NoDecode
+    ] = Field(default=None, validation_alias="OTEL_METRICS_EXPORTER")
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
@@ -151,6 +159,25 @@ class Settings(BaseSettings):
         """Accept the comma-separated form used in env files and compose."""
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _google_needs_its_credentials(self) -> Settings:
+        """Refused at start: the Google API cannot answer without them, and finding out on
+        the first user's request is too late."""
+        if self.search_provider == "google" and not (self.google_api_key and self.google_cse_id):
+            raise ValueError(
+                "FIT_CHECK_SEARCH_PROVIDER=google needs GOOGLE_API_KEY and GOOGLE_CSE_ID"
+            )
+        return self
+
+    @field_validator("traces_exporters", "metrics_exporters", mode="before")
+    @classmethod
+    def _split_exporters(cls, value: object) -> object:
+        """``"otlp, console"`` -> ``("otlp", "console")``; empty means unset."""
+        if isinstance(value, str):
+            names = tuple(name.strip().lower() for name in value.split(",") if name.strip())
+            return names or None
         return value
 
     @field_validator("log_level")

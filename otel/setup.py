@@ -21,7 +21,14 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
-from otel.exporters import otlp_metric_exporter, otlp_span_exporter
+from otel.exporters import (
+    ExporterName,
+    chosen,
+    describe,
+    metric_exporters,
+    signal_endpoint,
+    span_exporters,
+)
 from otel.facade import Telemetry
 from otel.redact import UrlRedactingSpanProcessor
 from otel.resource import build_resource
@@ -48,6 +55,9 @@ class TelemetryConfig:
     otlp_endpoint: str | None = None
     otlp_traces_endpoint: str | None = None
     otlp_metrics_endpoint: str | None = None
+    #: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; None when unset.
+    traces_exporters: tuple[ExporterName, ...] | None = None
+    metrics_exporters: tuple[ExporterName, ...] | None = None
     shutdown_timeout_s: float = 3.0
     capture_content: bool = False
     span_batch_size: int = 64
@@ -63,6 +73,8 @@ class TelemetryRuntime:
     meter_provider: MeterProvider | None = None
     shutdown_timeout_s: float = 3.0
     registry: CollectorRegistry | None = None
+    #: Where each signal goes, in words, for the start-up line.
+    exports: dict[str, str] = field(default_factory=lambda: {"traces": "none", "metrics": "none"})
     _metrics_server: WSGIServer | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -148,10 +160,12 @@ def setup_telemetry(
     tracer_provider.add_span_processor(UrlRedactingSpanProcessor())
     for processor in extra_span_processors:
         tracer_provider.add_span_processor(processor)
-    span_exporter = otlp_span_exporter(
-        config.otlp_protocol, config.otlp_endpoint, config.otlp_traces_endpoint
+    protocol = config.otlp_protocol
+    traces_endpoint = signal_endpoint(
+        protocol, config.otlp_endpoint, config.otlp_traces_endpoint, "/v1/traces"
     )
-    if span_exporter is not None:
+    trace_exports = chosen(config.traces_exporters, traces_endpoint)
+    for span_exporter in span_exporters(trace_exports, protocol, traces_endpoint):
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
                 span_exporter,
@@ -165,10 +179,11 @@ def setup_telemetry(
         PrometheusMetricReader(scope_info_enabled=False, registry=registry),
         *extra_metric_readers,
     ]
-    metric_exporter = otlp_metric_exporter(
-        config.otlp_protocol, config.otlp_endpoint, config.otlp_metrics_endpoint
+    metrics_endpoint = signal_endpoint(
+        protocol, config.otlp_endpoint, config.otlp_metrics_endpoint, "/v1/metrics"
     )
-    if metric_exporter is not None:
+    metric_exports = chosen(config.metrics_exporters, metrics_endpoint)
+    for metric_exporter in metric_exporters(metric_exports, protocol, metrics_endpoint):
         readers.append(PeriodicExportingMetricReader(metric_exporter))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, shutdown_on_exit=False
@@ -187,4 +202,8 @@ def setup_telemetry(
         meter_provider=meter_provider,
         shutdown_timeout_s=config.shutdown_timeout_s,
         registry=registry,
+        exports={
+            "traces": describe(trace_exports, protocol, traces_endpoint, "traces"),
+            "metrics": describe(metric_exports, protocol, metrics_endpoint, "metrics"),
+        },
     )

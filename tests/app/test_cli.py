@@ -9,22 +9,22 @@ from app.pipeline.events import PHASES
 from tests.helpers import Harness, HarnessFactory, LiveServerFactory
 
 
-async def ask(url: str, *args: str) -> tuple[int, str]:
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app.cli",
-        "ask",
-        "Senior Python engineer, Kafka",
-        "--url",
-        url,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", **(env or {})},
     )
     output, _ = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, output.decode()
+
+
+async def ask(url: str, *args: str) -> tuple[int, str]:
+    return await cli("ask", "Senior Python engineer, Kafka", "--url", url, *args)
 
 
 async def test_ask_shows_phases_and_the_report(
@@ -53,3 +53,42 @@ async def test_ask_exits_non_zero_on_an_error_event(
 async def test_ask_reports_an_unreachable_server() -> None:
     code, output = await ask("http://127.0.0.1:9")
     assert code == 2 and "cannot reach" in output
+
+
+async def test_ask_finds_the_server_as_serve_would(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
+    """No --url: the same HOST and PORT ``serve`` reads, or FIT_CHECK_URL."""
+    async with live_server(harness.app) as server:
+        by_port = await cli("ask", "Python", env={"HOST": "0.0.0.0", "PORT": str(server.port)})
+        by_url = await cli("ask", "Python", env={"FIT_CHECK_URL": server.url})
+    assert by_port[0] == 0, by_port[1]
+    assert by_url[0] == 0, by_url[1]
+
+
+async def test_an_http_error_is_one_human_line(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
+    async with live_server(harness.app) as server:
+        code, output = await cli("ask", "x" * 2001, "--url", server.url)
+    assert code == 2
+    assert "HTTP 422 INVALID_QUERY: query: String should have at most 2000 characters" in output
+    assert "{" not in output
+
+
+async def test_help_reads_as_plain_text() -> None:
+    for args in (("--help",), ("ask", "--help"), ("trace", "--help")):
+        code, output = await cli(*args)
+        assert code == 0
+        assert "``" not in output, output
+    code, output = await cli("ask", "--help")
+    assert "FIT_CHECK_URL" in output and "--url" in output
+
+
+async def test_serve_refuses_google_search_without_its_key_in_one_line() -> None:
+    code, output = await cli("serve", env={"FIT_CHECK_SEARCH_PROVIDER": "google", "PORT": "0"})
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert lines == [
+        "fit-check: FIT_CHECK_SEARCH_PROVIDER=google needs GOOGLE_API_KEY and GOOGLE_CSE_ID"
+    ]

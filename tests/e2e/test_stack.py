@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import threading
 import time
 from functools import partial
@@ -60,6 +61,45 @@ def test_each_trace_reaches_jaeger_whole(stack: Stack) -> None:
         assert names.count("chat offline-analyzer") == 3
         assert names.count("search offline") == 1
         assert all(tags(span).get("session_id") == session_id for span in spans)
+
+
+def fit_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "fit-check"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+
+
+def test_the_cli_reads_a_trace_from_the_real_jaeger(stack: Stack) -> None:
+    service = stack.services[0]
+    trace_id, _, _ = service.stream("cli-trace-1")
+    poll(lambda: len(stack.trace(trace_id)) >= 10, timeout_s=60, what="the trace in Jaeger")
+    shown = fit_check("trace", trace_id, "--jaeger", stack.jaeger)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    root = next(line for line in lines if "POST /api/fit-check/stream" in line)
+    assert "fit_check.outcome=success" in root and "session_id=cli-trace-1" in root
+    for phase in PHASES:
+        assert any(f"fit_check.phase {phase}" in line for line in lines), phase
+    assert sum("chat offline-analyzer" in line for line in lines) == 3
+    missing = fit_check("trace", "0" * 31 + "1", "--jaeger", stack.jaeger)
+    assert missing.returncode == 1 and "not in Jaeger" in missing.stderr
+
+
+def test_ask_with_trace_prints_the_stream_then_its_trace(stack: Stack) -> None:
+    service = stack.services[0]
+    asked = fit_check(
+        "ask", "Python, Kafka", "--url", service.url, "--trace", "--jaeger", stack.jaeger
+    )
+    service.sent += 1
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "Fit report" in asked.stdout
+    assert "fit_check.phase generate_results" in asked.stdout
+    assert "fit_check.outcome=success" in asked.stdout
 
 
 def test_json_logs_hold_each_trace_id(stack: Stack) -> None:

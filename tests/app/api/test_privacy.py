@@ -60,9 +60,15 @@ async def test_the_query_text_reaches_no_span_log_line_or_metric(
     for word in SECRET_TEXT.split():
         assert word not in emitted, word
     root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
-    assert "query=REDACTED" in attrs(root)["http.url"]
+    # The stable HTTP conventions (the service's default): the query alone, and the path.
+    assert attrs(root)["url.query"] == "query=REDACTED&session_id=REDACTED"
+    assert attrs(root)["url.path"] == STREAM
+    assert attrs(root)["http.request.method"] == "GET"
+    assert attrs(root)["http.response.status_code"] == 200
+    assert attrs(root)["http.route"] == STREAM
+    assert "http.url" not in attrs(root)  # the deprecated names are gone
     searches = [s for s in h.telemetry.finished_spans() if s.name == "GET"]
-    assert searches and all("q=REDACTED" in attrs(s)["http.url"] for s in searches)
+    assert searches and all("q=REDACTED" in attrs(s)["url.full"] for s in searches)
 
     access = [
         json.loads(line)

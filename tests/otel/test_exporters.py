@@ -1,0 +1,63 @@
+"""OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER: otlp, console, none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from app.asgi import build_app, telemetry_config
+from otel.exporters import chosen
+from otel.setup import TelemetryConfig, setup_telemetry
+from tests.helpers import in_process_client, make_settings
+
+
+def test_exporter_lists_read_as_the_spec_writes_them() -> None:
+    settings = make_settings(traces_exporters=" OTLP, console ", metrics_exporters="none")
+    assert settings.traces_exporters == ("otlp", "console")
+    assert settings.metrics_exporters == ("none",)
+    assert make_settings(traces_exporters="").traces_exporters is None
+    with pytest.raises(ValidationError):
+        make_settings(traces_exporters="zipkin")  # a typo must not silently export nothing
+
+
+def test_unset_means_otlp_when_an_endpoint_is_configured_and_nothing_otherwise() -> None:
+    assert chosen(None, None) == ()
+    assert chosen(None, "http://collector:4318/v1/traces") == ("otlp",)
+    assert chosen(("none",), "http://collector:4318/v1/traces") == ()
+    assert chosen(("console", "otlp", "console"), None) == ("console", "otlp")
+
+
+def test_what_each_signal_exports_is_said_in_words() -> None:
+    default = setup_telemetry(TelemetryConfig())
+    explicit = setup_telemetry(TelemetryConfig(traces_exporters=("otlp", "console")))
+    grpc = setup_telemetry(
+        TelemetryConfig(otlp_protocol="grpc", otlp_endpoint="http://collector:4317")
+    )
+    try:
+        assert default.exports == {"traces": "none", "metrics": "none"}
+        assert explicit.exports["traces"] == "otlp http://localhost:4318/v1/traces, console"
+        assert grpc.exports == {
+            "traces": "otlp http://collector:4317",
+            "metrics": "otlp http://collector:4317",
+        }
+    finally:
+        for runtime in (default, explicit, grpc):
+            runtime.shutdown()
+
+
+async def test_console_prints_spans_and_metrics_as_json_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = make_settings(traces_exporters="console", metrics_exporters="console")
+    runtime = setup_telemetry(telemetry_config(settings))
+    app = build_app(settings, runtime)
+    async with in_process_client(app) as client:
+        await client.post("/api/fit-check/stream", json={"query": "Python"})
+    runtime.shutdown()  # flushes both
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    names = {line.get("name") for line in lines}
+    assert {"POST /api/fit-check/stream", "fit_check.phase connecting"} <= names
+    metrics = [line for line in lines if "resource_metrics" in line]
+    assert metrics and "fit_check.requests" in json.dumps(metrics)
