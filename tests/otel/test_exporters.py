@@ -61,3 +61,18 @@ async def test_console_prints_spans_and_metrics_as_json_lines(
     assert {"POST /api/fit-check/stream", "fit_check.phase connecting"} <= names
     metrics = [line for line in lines if "resource_metrics" in line]
     assert metrics and "fit_check.requests" in json.dumps(metrics)
+
+
+async def test_the_standard_sampler_variables_are_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otel.testing import captured_telemetry
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    captured = captured_telemetry()
+    app = build_app(make_settings(), captured.runtime)
+    async with in_process_client(app) as client:
+        response = await client.post("/api/fit-check/stream", json={"query": "Python"})
+    assert "event: complete" in response.text
+    assert captured.finished_spans() == ()
+    assert captured.value("fit_check.requests", status="success") == 1  # metrics still count
