@@ -69,16 +69,18 @@ class SessionStreamResponse(EventSourceResponse):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"connection"]
         self._run = run
         self._telemetry = telemetry
-        self._opens = after is None
+        self._after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self._telemetry.session_context(self._run.session_id):
-            if self._opens:
+            if self._after is None:
                 self._run.start()
+            else:
+                self._telemetry.stream_resumed(self._run.session_id, self._after)
             try:
                 await super().__call__(scope, receive, send)
             finally:
-                if self._opens:
+                if self._after is None:
                     await self._run.linger()
 
 
@@ -147,7 +149,6 @@ def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
     run = service.resumable(last)
     if run is None:
         return Response(status_code=204)
-    service.telemetry.stream_resumed(run.session_id, last.seq)
     return SessionStreamResponse(
         run,
         service.telemetry,

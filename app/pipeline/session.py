@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import anyio
 
@@ -38,11 +39,17 @@ from app.pipeline.events import (
     SessionEvent,
     StreamErrorCode,
 )
-from app.pipeline.phases import FitCheckPipeline
+from app.pipeline.phases import Emit
 from app.pipeline.replay import ReplayBuffer
 from otel.facade import CancelReason, RequestScope, Telemetry, TraceRef
 
 log = logging.getLogger("fit_check.session")
+
+
+class Pipeline(Protocol):
+    """What a session runs (``FitCheckPipeline``): emits events, raises PipelineError."""
+
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None: ...
 
 
 class SessionRun:
@@ -55,7 +62,7 @@ class SessionRun:
         session_id: str,
         query: str,
         include_thoughts: bool,
-        pipeline: FitCheckPipeline,
+        pipeline: Pipeline,
         telemetry: Telemetry,
         timeout_s: float,
         resume_window_s: float,

@@ -7,9 +7,10 @@ import json
 
 import httpx
 import pytest
+from opentelemetry.trace import SpanKind
 
 from tests.fakes import counting_providers
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory, parse_sse, wait_until
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory, attrs, parse_sse, wait_until
 
 STREAM = "/api/fit-check/stream"
 
@@ -131,6 +132,8 @@ async def test_draining_refuses_new_streams_and_ends_the_rest_with_shutting_down
         name, data = parse_sse(body)[-1]
         assert (name, data["code"]) == ("error", "SHUTTING_DOWN")
     assert h.telemetry.value("fit_check.requests", status="cancelled") == 5
+    roots = [s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER]
+    assert [attrs(s).get("fit_check.cancel_reason") for s in roots].count("shutdown") == 5
     assert h.telemetry.value("fit_check.rejected_requests", reason="shutting_down") == 1
     assert h.service.sessions.active == 0 and h.telemetry.open_spans.open == 0
 

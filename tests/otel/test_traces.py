@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Sequence
 
 import httpx
@@ -113,8 +115,34 @@ async def test_breaker_rejection_is_a_span_event(harness_factory: HarnessFactory
         await client.post(STREAM, json=QUERY)
     phase = by_name(h.telemetry.finished_spans(), "fit_check.phase deep_research")[0]
     rejected = [e for e in phase.events if e.name == "circuit_breaker.rejected"]
-    assert rejected and attrs(rejected[0])["fit_check.dependency"] == "search"
+    assert len(rejected) == 1
+    assert dict(attrs(rejected[0])) == {
+        "fit_check.dependency": "search",
+        "fit_check.retry_after_s": pytest.approx(30.0, abs=1),
+    }
     assert not by_name(h.telemetry.finished_spans(), "search offline")
+
+
+async def test_a_breaker_opening_is_a_span_event_and_a_warning(
+    harness_factory: HarnessFactory, json_log: io.StringIO
+) -> None:
+    providers, _, _ = counting_providers(search_fail=True)
+    h = harness_factory(providers=providers, breaker_failure_threshold=1)
+    async with in_process_client(h.app) as client:
+        await client.post(STREAM, json=QUERY)
+        await client.post(STREAM, json=QUERY)  # refused by the open breaker
+    phases = by_name(h.telemetry.finished_spans(), "fit_check.phase deep_research")
+    changes = [e for e in phases[0].events if e.name == "circuit_breaker.state_change"]
+    assert [dict(attrs(e)) for e in changes] == [
+        {"fit_check.dependency": "search", "fit_check.from": "closed", "fit_check.to": "open"}
+    ]
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    opened = [line for line in lines if line["message"] == "Circuit breaker state changed"]
+    assert [(o["level"], o["dependency"], o["from_state"], o["to_state"]) for o in opened] == [
+        ("WARNING", "search", "closed", "open")
+    ]
+    refused = [line for line in lines if line["message"] == "Circuit breaker open, call rejected"]
+    assert [(r["level"], r["dependency"]) for r in refused] == [("WARNING", "search")]
 
 
 async def test_timeout_marks_the_request_span(harness_factory: HarnessFactory) -> None:
@@ -148,8 +176,13 @@ async def test_prompt_and_completion_are_recorded_only_when_asked() -> None:
         has_content = ["gen_ai.input.messages" in attrs(s) for s in llm]
         assert has_content == [capture] * 3
         if capture:
-            assert "Senior Python engineer" in attrs(llm[0])["gen_ai.input.messages"]
-            assert "Fit report" in attrs(llm[2])["gen_ai.output.messages"]
+            prompt = json.loads(str(attrs(llm[0])["gen_ai.input.messages"]))
+            assert [m["role"] for m in prompt] == ["system", "user"]
+            assert all(m["parts"][0]["type"] == "text" for m in prompt)
+            assert "Senior Python engineer" in prompt[1]["parts"][0]["content"]
+            (answer,) = json.loads(str(attrs(llm[2])["gen_ai.output.messages"]))
+            assert answer["role"] == "assistant" and answer["parts"][0]["type"] == "text"
+            assert answer["parts"][0]["content"].startswith("## Fit report")
 
 
 async def test_global_providers_get_no_second_copy_of_the_telemetry(

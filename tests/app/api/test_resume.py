@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 
@@ -132,7 +133,7 @@ async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness: 
 
 
 async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
 ) -> None:
     providers, search, llm = counting_providers(llm_delay_s=0.1, llm_chunk_delay_s=0.01)
     h = harness_factory(providers=providers, resume_window_s=10)
@@ -162,6 +163,11 @@ async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace
     assert attrs(reconnect)["session_id"] == "resume-1"
     assert attrs(root)["fit_check.outcome"] == "success"
     assert ended_ns(root) >= ended_ns(reconnect) - 50_000_000  # the root spans the session
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    resumed_lines = [line for line in lines if line["message"] == "Stream resumed"]
+    assert [(r["session_id"], r["after_event"], r["trace_id"]) for r in resumed_lines] == [
+        ("resume-1", seqs(first)[-1], trace_id)
+    ]
 
 
 async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(

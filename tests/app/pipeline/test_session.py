@@ -1,0 +1,113 @@
+"""One session, driven step by step: which reconnects it accepts, and how it ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.pipeline.event_ids import parse_last_event_id
+from app.pipeline.events import Event, PhaseEvent
+from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
+from app.pipeline.phases import Emit
+from app.pipeline.session import SessionRun
+from otel.testing import captured_telemetry
+
+
+class SteppedPipeline:
+    """Emits one phase event per ``step()``; finishes on ``finish()``."""
+
+    def __init__(self) -> None:
+        self.steps: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
+        while await self.steps.get():
+            emit(Event("phase", PhaseEvent(phase="connecting", message=query)))
+
+    async def step(self, run: SessionRun, expected_next: int) -> None:
+        await self.steps.put(True)
+        while not run.can_resume_after(expected_next - 1):
+            await asyncio.sleep(0)
+
+    async def finish(self) -> None:
+        await self.steps.put(False)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[tuple[SessionRun, SteppedPipeline, list[SessionRun]]]:
+    pipeline = SteppedPipeline()
+    closed: list[SessionRun] = []
+    run = SessionRun(
+        key="AAAAAAAAAAAAAAAA",
+        session_id="s-1",
+        query="q",
+        include_thoughts=False,
+        pipeline=pipeline,
+        telemetry=captured_telemetry().runtime.telemetry,
+        timeout_s=30,
+        resume_window_s=0,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=closed.append,
+    )
+    yield run, pipeline, closed
+    await run.close()
+
+
+async def test_resumable_only_after_events_it_sent_and_not_after_the_end(
+    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]],
+) -> None:
+    run, pipeline, _ = session
+    assert not run.can_resume_after(0)  # nothing sent yet, not even the session event
+    run.start()
+    await pipeline.step(run, expected_next=2)  # the session event (0) and a phase (1)
+    assert run.can_resume_after(0) and run.can_resume_after(1)
+    assert not run.can_resume_after(2)  # an id from the future
+    reader = run.frames(after=None)
+    first = await anext(reader)
+    assert first.startswith(b"retry: 1000\r\n\r\nid: AAAAAAAAAAAAAAAA.0\r\n")
+    await pipeline.finish()
+    rest = b"".join([frame async for frame in reader])
+    terminal = rest.split(b"\r\n")[-5]
+    parsed = parse_last_event_id(terminal.decode().removeprefix("id: "))
+    assert parsed is not None and parsed.terminal and parsed.seq == 2
+    assert not run.can_resume_after(2)  # the terminal event was the last one
+    await run.linger()
+    assert run.finished and not run.can_resume_after(1)
+
+
+async def test_a_reader_behind_the_replay_buffer_ends_and_cannot_resume(
+    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]],
+) -> None:
+    run, pipeline, closed = session
+    run.start()
+    for n in range(2, 120):  # about 80 bytes a frame: far past the 4 KiB buffer
+        await pipeline.step(run, expected_next=n)
+    assert not run.can_resume_after(0)
+    assert run.can_resume_after(118)
+    behind = [frame async for frame in run.frames(after=0)]
+    assert behind == []  # ends at once: the frames it needs are gone
+    run.abandon()
+    await run.linger()
+    assert closed == [run]
+
+
+async def test_the_live_set_admits_up_to_its_limit_and_forgets_exactly_once() -> None:
+    class Keyed:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+    live: LiveSessions[Keyed] = LiveSessions(limit=1)
+    first, second = Keyed("a"), Keyed("b")
+    live.add(first)
+    with pytest.raises(SessionLimitReached, match=r"^1 sessions are already streaming$"):
+        live.add(second)
+    assert live.get("a") is first and live.active == 1
+    assert not await live.wait_empty(0.01)
+    live.discard(second)  # not in: nothing changes
+    assert live.active == 1
+    live.discard(first)
+    live.discard(first)
+    assert live.active == 0 and live.get("a") is None
+    assert await live.wait_empty(0.01)
