@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick \
-	bench-ir bench-attacks clean
+	bench-ir bench-attacks mutation clean
 
 install: $(STAMP)
 
@@ -79,6 +79,12 @@ bench-ir: install
 
 bench-attacks: install
 	$(BIN)/python -m bench.attacks
+
+# Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (about an
+# hour for all six on 2 cores), not in CI: docs/testing.md.
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run; $(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) .pytest_cache
