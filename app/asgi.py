@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api.demo import demo_router, redoc_router, static_files
+from app.api.demo import demo_router, redoc_router, static_files, trace_router
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.origins import JsonCORSMiddleware, OriginGate
@@ -108,6 +108,7 @@ def build_app(
         demo_router(jaeger_ui_url=settings.jaeger_ui_url, grafana_url=settings.grafana_url)
     )
     app.include_router(redoc_router(app.title))
+    app.include_router(trace_router(settings.jaeger_url))
     app.mount("/static", static_files(), name="static")
     # Added innermost first: OriginGate -> CORS -> BodySizeLimit -> routes, so a refused
     # origin costs nothing and an allowed page can read a 413.

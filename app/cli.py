@@ -20,7 +20,6 @@ from app.config import Settings
 from app.pipeline.events import PHASES
 from app.trace_view import TraceNotFound, fetch_trace, render
 
-DEFAULT_JAEGER_URL = "http://localhost:16686"
 #: A span reaches Jaeger after the service's batch delay (5 s) and the collector's (1 s).
 TRACE_WAIT_S = 20.0
 
@@ -130,9 +129,7 @@ def ask(args: argparse.Namespace) -> int:
 
 def show_trace(trace_id: str, jaeger_url: str | None, *, wait_s: float = 0.0) -> int:
     """Print a trace from Jaeger; with ``wait_s``, wait for its root span to arrive."""
-    jaeger = (jaeger_url or os.environ.get("FIT_CHECK_JAEGER_URL") or DEFAULT_JAEGER_URL).rstrip(
-        "/"
-    )
+    jaeger = (jaeger_url or Settings().jaeger_url).rstrip("/")
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -182,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trace_parser = commands.add_parser("trace", help="print a trace from Jaeger as a tree")
     trace_parser.add_argument("trace_id", help="the 32-hex trace id (the session event has it)")
     trace_parser.add_argument(
-        "--jaeger", help=f"Jaeger's URL (default: FIT_CHECK_JAEGER_URL, else {DEFAULT_JAEGER_URL})"
+        "--jaeger", help="Jaeger's URL (default: FIT_CHECK_JAEGER_URL, else http://localhost:16686)"
     )
     args = parser.parse_args(argv)
     handlers = {"serve": serve, "ask": ask, "trace": trace}

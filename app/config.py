@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     grafana_url: str = Field(
         default="http://localhost:3000", validation_alias="FIT_CHECK_GRAFANA_URL"
     )
+    # Jaeger's query API, for `fit-check trace` and the service's own /trace/{id} page.
+    jaeger_url: str = Field(
+        default="http://localhost:16686", validation_alias="FIT_CHECK_JAEGER_URL"
+    )
 
     # --- telemetry --------------------------------------------------------------
     environment: str = Field(default="local", validation_alias="FIT_CHECK_ENVIRONMENT")

@@ -47,8 +47,20 @@ class SpanRow:
 
 def fetch_trace(jaeger_url: str, trace_id: str, *, timeout_s: float = 10.0) -> list[SpanRow]:
     """Every span of ``trace_id``; TraceNotFound when Jaeger does not have it (yet)."""
-    url = f"{jaeger_url.rstrip('/')}/api/v3/traces/{trace_id}"
-    response = httpx.get(url, timeout=timeout_s)
+    return read_trace(httpx.get(_trace_url(jaeger_url, trace_id), timeout=timeout_s), trace_id)
+
+
+async def fetch_trace_async(
+    client: httpx.AsyncClient, jaeger_url: str, trace_id: str
+) -> list[SpanRow]:
+    return read_trace(await client.get(_trace_url(jaeger_url, trace_id)), trace_id)
+
+
+def _trace_url(jaeger_url: str, trace_id: str) -> str:
+    return f"{jaeger_url.rstrip('/')}/api/v3/traces/{trace_id}"
+
+
+def read_trace(response: httpx.Response, trace_id: str) -> list[SpanRow]:
     if response.status_code == 404:
         raise TraceNotFound(trace_id)
     response.raise_for_status()

@@ -28,6 +28,7 @@ EXCLUDED_URLS = ",".join(
         "/redoc",
         "/openapi.json",
         "/static",
+        "/trace/",
         r"://[^/]+/(\?|$)",  # the demo page itself
     )
 )

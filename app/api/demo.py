@@ -1,4 +1,4 @@
-"""The demo page at ``/`` (plain files from ``app/web/static``) and ``/redoc``.
+"""The demo page at ``/`` (plain files from ``app/web/static``), ``/redoc`` and ``/trace``.
 
 The page streams an analysis from this same service, so it needs no CORS; the Jaeger UI
 and Grafana addresses are injected into it as JSON (``<`` escaped, so the settings cannot
@@ -7,13 +7,18 @@ close the script element). A strict Content-Security-Policy keeps it to its own 
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from importlib import resources
 
+import httpx
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from app.trace_view import TraceNotFound, fetch_trace_async, render
 
 STATIC_DIR = resources.files("app.web") / "static"
 CONTENT_SECURITY_POLICY = (
@@ -61,5 +66,44 @@ def demo_router(*, jaeger_ui_url: str, grafana_url: str) -> APIRouter:
     @router.get("/", include_in_schema=False)
     async def demo_page(_request: Request) -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+    return router
+
+
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_TRACE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>trace {trace_id}</title><link rel="stylesheet" href="/static/demo.css"></head>
+<body><header><h1>trace {trace_id}</h1><p>{note}</p></header><pre class="trace">{body}</pre>
+</body></html>"""
+
+
+def trace_router(jaeger_url: str) -> APIRouter:
+    """``/trace/{trace_id}``: a trace as a tree, read from Jaeger's query API.
+
+    For a Jaeger without its UI (the one ``make stack`` builds from the Go module): point
+    ``FIT_CHECK_JAEGER_UI_URL`` at the service itself and the demo page's trace links land
+    here, where Jaeger's UI would put them.
+    """
+    router = APIRouter()
+
+    @router.get("/trace/{trace_id}", include_in_schema=False)
+    async def trace_page(trace_id: str) -> HTMLResponse:
+        status, note, body = 200, f"from {jaeger_url}", ""
+        if not TRACE_ID.fullmatch(trace_id):
+            status, note = 404, "not a trace id: 32 lowercase hex characters"
+        else:
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    body = "\n".join(render(await fetch_trace_async(client, jaeger_url, trace_id)))
+            except TraceNotFound:
+                status, note = 404, "not in Jaeger (yet: spans arrive a few seconds after a stream)"
+            except httpx.HTTPError as exc:
+                status, note = 502, f"Jaeger at {jaeger_url} did not answer ({type(exc).__name__})"
+        page = _TRACE_PAGE.format(
+            trace_id=html.escape(trace_id[:64]), note=html.escape(note), body=html.escape(body)
+        )
+        return HTMLResponse(
+            page, status_code=status, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+        )
 
     return router

@@ -223,7 +223,11 @@ up_service() {
     OTEL_EXPORTER_OTLP_ENDPOINT="http://$HOST:$OTEL_COLLECTOR_OTLP_HTTP_PORT"
     OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
     OTEL_SERVICE_NAME="${OTEL_SERVICE_NAME:-fit-check}"
-    OTEL_METRIC_EXPORT_INTERVAL="${OTEL_METRIC_EXPORT_INTERVAL:-5000}")
+    OTEL_METRIC_EXPORT_INTERVAL="${OTEL_METRIC_EXPORT_INTERVAL:-5000}"
+    # This Jaeger has no UI: the demo page's trace links go to the service's own /trace
+    # page, which reads the trace from Jaeger's query API.
+    FIT_CHECK_JAEGER_URL="http://$HOST:$JAEGER_QUERY_HTTP_PORT"
+    FIT_CHECK_JAEGER_UI_URL="http://$HOST:$FIT_CHECK_PORT")
   start service "$SERVICE_BIN" serve
   wait_ready service "http://$HOST:$FIT_CHECK_PORT/health"
 }

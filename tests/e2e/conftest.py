@@ -169,8 +169,8 @@ class Stack:
     def collector_pid(self) -> int:
         return int((self.run_dir / "collector.pid").read_text())
 
-    def start_service(self, name: str, **extra_env: str) -> Service:
-        port = free_port()
+    def start_service(self, name: str, port: int | None = None, **extra_env: str) -> Service:
+        port = port or free_port()
         log_path = self.run_dir / f"{name}.log"
         env = {
             **os.environ,

@@ -1,12 +1,13 @@
 """End to end through the real Collector, Jaeger and Prometheus (``make e2e``).
 
-Order matters for the last two tests: one kills the collector, the other adds an instance.
+Order matters for the last three tests: one kills the collector, two add an instance.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from app.pipeline.events import PHASES
-from tests.e2e.conftest import ROOT, Stack, poll
+from tests.e2e.conftest import ROOT, Stack, free_port, poll
 from tests.helpers import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -256,3 +257,39 @@ def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack:
         timeout_s=90,
         what=f"{streams} cancelled requests of the drained instance in Prometheus",
     )
+
+
+async def test_the_demo_page_links_to_its_trace_with_no_jaeger_ui(stack: Stack) -> None:
+    """The local stack's Jaeger has no UI: the trace link opens the service's own trace
+    page, which reads the same trace from Jaeger's query API."""
+    from playwright.async_api import expect
+
+    from tests.e2e.chromium import chromium_page
+
+    port = free_port()
+    service = stack.start_service(
+        "fit-check-demo",
+        port=port,
+        FIT_CHECK_JAEGER_URL=stack.jaeger,
+        FIT_CHECK_JAEGER_UI_URL=f"http://127.0.0.1:{port}",
+    )
+    async with chromium_page() as page:
+        await page.goto(f"{service.url}/?query=Python%2C%20Kafka")
+        await expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=30_000)
+        trace_id = await page.locator("#trace-link").inner_text()
+        for _ in range(60):  # the spans reach Jaeger a moment after the stream
+            async with page.expect_popup() as opened:
+                await page.locator("#trace-link").click()
+            popup = await opened.value
+            await popup.wait_for_load_state()
+            if "fit_check.phase generate_results" in await popup.locator("body").inner_text():
+                break
+            await popup.close()
+            await page.wait_for_timeout(1000)
+        tree = await popup.locator("pre").inner_text()
+        heading = await popup.locator("h1").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert heading == f"trace {trace_id}"
+    assert "POST /api/fit-check/stream" not in tree  # the demo streams with GET
+    assert "GET /api/fit-check/stream" in tree and "fit_check.outcome=success" in tree
+    assert sum("chat offline-analyzer" in line for line in tree.splitlines()) == 3
