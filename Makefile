@@ -83,6 +83,7 @@ bench-attacks: install
 # Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (about an
 # hour for all six on 2 cores), not in CI: docs/testing.md.
 mutation: install
+	$(BIN)/python -m tests.mutate_declarations
 	rm -rf mutants
 	$(BIN)/mutmut run; $(BIN)/mutmut results
 

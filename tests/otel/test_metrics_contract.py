@@ -67,6 +67,70 @@ CONTRACT: list[ContractRow] = [
     ),
     ("fit_check_circuit_breaker_state", "gauge", {"service"}, {"service": {"search", "llm"}}, None),
     ("fit_check_build_info", "gauge", {"version", "python_version"}, {}, None),
+    # Beyond the spec (README, "Metrics"): the same discipline.
+    (
+        "fit_check_time_to_first_event_seconds",
+        "histogram",
+        set(),
+        {},
+        [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    ),
+    (
+        "fit_check_search_calls",
+        "counter",
+        {"provider", "status"},
+        {"provider": {"offline"}, "status": {"success", "error"}},
+        None,
+    ),
+    (
+        "fit_check_search_latency_seconds",
+        "histogram",
+        {"provider"},
+        {"provider": {"offline"}},
+        [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+    ),
+    (
+        "fit_check_rejected_requests",
+        "counter",
+        {"reason"},
+        {
+            "reason": {
+                "origin_not_allowed",
+                "invalid_request",
+                "payload_too_large",
+                "rate_limited",
+                "shutting_down",
+                "header_too_large",
+                "header_timeout",
+            }
+        },
+        None,
+    ),
+    (
+        "gen_ai_client_operation_duration_seconds",
+        "histogram",
+        {
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+        },
+        {"gen_ai_request_model": {"offline-analyzer"}},
+        [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92],
+    ),
+    (
+        "gen_ai_client_token_usage",
+        "histogram",
+        {
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "gen_ai_token_type",
+        },
+        {"gen_ai_token_type": {"input", "output"}},
+        [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864],
+    ),
 ]
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from app.models import FitCheckRequest
 from tests.helpers import Harness, HarnessFactory, in_process_client
 
 STREAM = "/api/fit-check/stream"
@@ -38,6 +40,10 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
         ({"query": "ok", "session_id": "x" * 129}, "session_id", "string_pattern_mismatch"),
         ({"query": "ok", "session_id": "x" * 10_000}, "session_id", "string_pattern_mismatch"),
         ({"query": "ok", "session_id": "tab\there"}, "session_id", "string_pattern_mismatch"),
+        ({"query": "ok", "session_id": "a/b"}, "session_id", "string_pattern_mismatch"),
+        ({"query": "escape \x1b[31m red"}, "query", "value_error"),
+        ({"query": "delete \x7f"}, "query", "value_error"),
+        ({"query": "form \x0c feed"}, "query", "value_error"),  # inside: not trimmed
         ({"query": "ok", "session_id": ""}, "session_id", "string_pattern_mismatch"),
         ({"query": "ok", "session_id": 7}, "session_id", "string_type"),
     ],
@@ -155,3 +161,29 @@ async def test_error_answers_are_bounded_whatever_the_input(client: httpx.AsyncC
         assert response.status_code == 422
         assert len(response.content) < 2048, len(response.content)
         assert "k00001" not in response.text and "p00001" not in response.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "x" * 2000},  # the longest query
+        {"query": "  " + "x" * 2000 + "\n"},  # counted after trimming
+        {"query": "x"},  # the shortest
+        {"query": "tab\tand\nnewline\rreturn"},  # the whitespace controls a text may hold
+        {"query": "ok", "session_id": "s" * 128},  # the longest session id
+        {"query": "ok", "session_id": "Az09._:-"},  # every kind of character it may hold
+    ],
+)
+async def test_the_limits_themselves_are_accepted(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    response = await client.post(STREAM, json=body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udbff", "\udc00", "\udfff"])
+def test_no_lone_surrogate_gets_through_the_model(surrogate: str) -> None:
+    """Over HTTP the JSON parser already refuses or replaces most of them; the model is the
+    rule for every way in."""
+    with pytest.raises(ValidationError):
+        FitCheckRequest(query=f"half {surrogate} a pair")
