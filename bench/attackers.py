@@ -1,14 +1,19 @@
-"""Hostile clients, run as a process of their own: ``python -m bench.attackers KIND URL CLIENTS``.
+"""Hostile clients, run as a process of their own: ``python -m bench.attackers KIND URL CLIENTS``,
+and the ``/health`` probe that measures what they do to everyone else.
 
-A separate process so the attack's own CPU does not slow down the test's probe, and so it
-can be stopped at once. Each attack runs until it is killed.
+A separate process so the attack's own CPU does not slow down the probe, and so it can be
+stopped at once. Each attack runs until it is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
+import time
+
+import httpx
 
 HUGE_HEADER_BYTES = 64 * 1024 * 1024
 QUADRATIC_QUERY = json.dumps({"query": "a" * 1999 + "\x00"}).encode()
@@ -69,6 +74,29 @@ async def quadratic_query(url: str) -> None:
                 await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, StopIteration):
             await asyncio.sleep(0.01)
+
+
+def probe_health(url: str, probes: int = 150) -> tuple[list[float], int]:
+    """Ask ``/health`` on a new connection every 20 ms, as a load balancer's check would:
+    (sorted latencies in seconds, a failed probe as infinity; how many failed)."""
+    latencies: list[float] = []
+    failures = 0
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=2) as client:
+        for _ in range(probes):
+            started = time.perf_counter()
+            try:
+                ok = client.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            elapsed = time.perf_counter() - started
+            latencies.append(elapsed if ok else math.inf)
+            failures += not ok
+            time.sleep(max(0.0, 0.02 - elapsed))  # the probe's pace, not synchronisation
+    return sorted(latencies), failures
+
+
+def percentile(latencies: list[float], share: float) -> float:
+    return latencies[max(0, int(len(latencies) * share) - 1)]
 
 
 ATTACKS = {"huge-header": huge_header, "slowloris": slowloris, "quadratic-query": quadratic_query}

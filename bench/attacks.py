@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
+from bench.attackers import percentile, probe_health
 from bench.servers import BIN, ROOT, clean_env, free_port, stop, wait_http
 
 PROBES = 150
@@ -31,24 +29,6 @@ ATTACKS = [
     ("slowloris", 400, 256),
     ("quadratic-query", 4, None),
 ]
-
-
-def probe(url: str) -> tuple[float, float, int]:
-    latencies: list[float] = []
-    failures = 0
-    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=2) as client:
-        for _ in range(PROBES):
-            started = time.perf_counter()
-            try:
-                ok = client.get(f"{url}/health").status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            elapsed = time.perf_counter() - started
-            latencies.append(elapsed if ok else 2.0)
-            failures += not ok
-            time.sleep(max(0.0, 0.02 - elapsed))
-    latencies.sort()
-    return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], failures
 
 
 def run(
@@ -88,12 +68,17 @@ def run(
                 start_new_session=True,
             )
             time.sleep(3)  # a benchmark: let the attack reach its steady state
-        return probe(url)
+        latencies, failures = probe_health(url, PROBES)
+        return percentile(latencies, 0.5), percentile(latencies, 0.99), failures
     finally:
         if attacker is not None:
             attacker.kill()
             attacker.wait()
         stop(server)
+
+
+def ms(seconds: float) -> str:
+    return "failed" if seconds == float("inf") else f"{seconds * 1000:.1f} ms"
 
 
 def main() -> int:
@@ -109,11 +94,7 @@ def main() -> int:
     for attack, clients, open_files in ATTACKS:
         p50, p99, failures = run(attack, clients, open_files, source)
         note = f" (fd limit {open_files})" if open_files else ""
-        print(
-            f"| {attack}{note} | {clients} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms "
-            f"| {failures} |",
-            flush=True,
-        )
+        print(f"| {attack}{note} | {clients} | {ms(p50)} | {ms(p99)} | {failures} |", flush=True)
     return 0
 
 

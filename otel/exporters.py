@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter
 from opentelemetry.sdk.metrics.export import MetricsData as _MetricsData
@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 Protocol = Literal["grpc", "http/protobuf"]
+E = TypeVar("E")
 ExporterName = Literal["otlp", "console", "none"]
 DEFAULT_ENDPOINTS: dict[Protocol, str] = {
     "grpc": "http://localhost:4317",
@@ -56,29 +57,28 @@ def signal_endpoint(
 def span_exporters(
     names: Sequence[ExporterName], protocol: Protocol, endpoint: str | None
 ) -> list[SpanExporter]:
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name == "console":
-            exporters.append(ConsoleSpanExporter(out=sys.stdout, formatter=_span_line))
-        elif name == "otlp":
-            exporters.append(
-                _otlp_span_exporter(protocol, endpoint or _default(protocol, "traces"))
-            )
-    return exporters
+    return _build(
+        names,
+        console=lambda: ConsoleSpanExporter(out=sys.stdout, formatter=_span_line),
+        otlp=lambda: _otlp_span_exporter(protocol, endpoint or _default(protocol, "traces")),
+    )
 
 
 def metric_exporters(
     names: Sequence[ExporterName], protocol: Protocol, endpoint: str | None
 ) -> list[MetricExporter]:
-    exporters: list[MetricExporter] = []
-    for name in names:
-        if name == "console":
-            exporters.append(ConsoleMetricExporter(out=sys.stdout, formatter=_metrics_line))
-        elif name == "otlp":
-            exporters.append(
-                _otlp_metric_exporter(protocol, endpoint or _default(protocol, "metrics"))
-            )
-    return exporters
+    return _build(
+        names,
+        console=lambda: ConsoleMetricExporter(out=sys.stdout, formatter=_metrics_line),
+        otlp=lambda: _otlp_metric_exporter(protocol, endpoint or _default(protocol, "metrics")),
+    )
+
+
+def _build(
+    names: Sequence[ExporterName], *, console: Callable[[], E], otlp: Callable[[], E]
+) -> list[E]:
+    factories = {"console": console, "otlp": otlp}
+    return [factories[name]() for name in names if name in factories]
 
 
 def describe(

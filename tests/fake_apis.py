@@ -125,3 +125,18 @@ class FakeAPI:
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def provider_settings(
+    api_url: str, *, openai_key: str = "sk-test", google_key: str = "g-test"
+) -> dict[str, Any]:
+    """Settings that point both real providers at a FakeAPI server."""
+    return {
+        "llm_provider": "openai",
+        "openai_base_url": f"{api_url}/v1",
+        "openai_api_key": openai_key,
+        "search_provider": "google",
+        "google_search_url": f"{api_url}/customsearch/v1",
+        "google_api_key": google_key,
+        "google_cse_id": "cse-1",
+    }

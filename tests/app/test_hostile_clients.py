@@ -17,32 +17,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.attackers import percentile, probe_health
 from tests.service_process import ROOT, ServiceProcess, service_process
 
 PROBES = 150
 P99_LIMIT_S = 0.1
-
-
-def health_p99(url: str) -> tuple[float, int]:
-    """(p99 latency of the answered probes, probes that failed); a failure counts as slow."""
-    latencies: list[float] = []
-    failures = 0
-    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=2) as client:
-        for _ in range(PROBES):
-            started = time.perf_counter()
-            try:
-                ok = client.get(f"{url}/health").status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            elapsed = time.perf_counter() - started
-            if ok:
-                latencies.append(elapsed)
-            else:
-                failures += 1
-                latencies.append(float("inf"))
-            time.sleep(max(0.0, 0.02 - elapsed))  # a probe's pace, not synchronisation
-    latencies.sort()
-    return latencies[int(len(latencies) * 0.99) - 1], failures
 
 
 def rejected(service: ServiceProcess, reason: str) -> float:
@@ -99,7 +78,8 @@ def test_health_stays_fast_while_an_attack_runs(
         )
         try:
             wait_for(lambda: attack_under_way(service, attack, clients), attacker)
-            p99, failures = health_p99(service.url)
+            latencies, failures = probe_health(service.url, PROBES)
+            p99 = percentile(latencies, 0.99)
         finally:
             attacker.kill()
             attacker.wait(10)

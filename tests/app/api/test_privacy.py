@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any
 
 import httpx
 from opentelemetry.trace import SpanKind
 
-from tests.fake_apis import FakeAPI
+from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import (
     Harness,
     HarnessFactory,
@@ -22,18 +21,6 @@ from tests.helpers import (
 
 STREAM = "/api/fit-check/stream"
 SECRET_TEXT = "Quokkaville Zyxwvut Robotics"  # the user's own words, in the GET form
-
-
-def google_and_openai(api_url: str) -> dict[str, Any]:
-    return {
-        "llm_provider": "openai",
-        "openai_base_url": f"{api_url}/v1",
-        "openai_api_key": "sk-test",
-        "search_provider": "google",
-        "google_search_url": f"{api_url}/customsearch/v1",
-        "google_api_key": "g-test",
-        "google_cse_id": "cse-1",
-    }
 
 
 def everything_emitted(h: Harness, log_text: str) -> str:
@@ -49,7 +36,7 @@ async def test_the_query_text_reaches_no_span_log_line_or_metric(
 ) -> None:
     fake = FakeAPI()
     async with live_server(fake.app()) as api:
-        h = harness_factory(**google_and_openai(api.url))
+        h = harness_factory(**provider_settings(api.url))
         async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as c:
             params = {"query": SECRET_TEXT, "session_id": "privacy-1"}
             response = await c.get(STREAM, params=params)
@@ -87,7 +74,7 @@ async def test_untrusted_baggage_is_not_forwarded_nor_logged(
     fake = FakeAPI()
     baggage = ",".join(f"k{i}=secret-baggage-{i}" for i in range(180))
     async with live_server(fake.app()) as api:
-        h = harness_factory(**google_and_openai(api.url))
+        h = harness_factory(**provider_settings(api.url))
         async with in_process_client(h.app) as client:
             await client.post(STREAM, json={"query": "Python"}, headers={"baggage": baggage})
             await client.post(STREAM, json={"query": "Go"}, headers={"baggage": "x" * 65_536})
@@ -104,7 +91,7 @@ async def test_trusted_baggage_is_forwarded_and_never_logged_whole(
     logging.getLogger().setLevel(logging.DEBUG)  # json_log restores the level
     fake = FakeAPI()
     async with live_server(fake.app()) as api:
-        h = harness_factory(trust_incoming_trace=True, **google_and_openai(api.url))
+        h = harness_factory(trust_incoming_trace=True, **provider_settings(api.url))
         async with in_process_client(h.app) as client:
             await client.post(STREAM, json={"query": "Python"}, headers={"baggage": "team=a"})
             await client.post(STREAM, json={"query": "Go"}, headers={"baggage": "y" * 65_536})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind
 
-from tests.fake_apis import FakeAPI
+from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import (
     Events,
     Harness,
@@ -33,14 +33,8 @@ async def run_stream(
 ) -> tuple[Harness, Events]:
     async with live_server(fake.app()) as api:
         h = harness_factory(
-            llm_provider="openai",
-            openai_base_url=f"{api.url}/v1",
-            openai_api_key=SECRET,
+            **provider_settings(api.url, openai_key=SECRET, google_key=GOOGLE_SECRET),
             llm_model="gpt-test",
-            search_provider="google",
-            google_search_url=f"{api.url}/customsearch/v1",
-            google_api_key=GOOGLE_SECRET,
-            google_cse_id="cse-1",
             **settings,
         )
         async with in_process_client(h.app) as client:
