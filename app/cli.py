@@ -43,16 +43,23 @@ def settings_error(error: ValidationError) -> str:
     return "\n".join(f"fit-check: {line.removeprefix('Value error, ')}" for line in lines)
 
 
-def serve(_args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> int:
     from app.asgi import build_server
+    from app.workers import Supervisor
+    from otel.logging import configure_logging
 
+    if args.workers is not None:
+        os.environ["FIT_CHECK_WORKERS"] = str(args.workers)  # the workers read it too
     try:
-        server = build_server()
+        settings = Settings()
+        if settings.workers == 1:
+            build_server(settings).run()
+            return 0
     except ValidationError as error:
         print(settings_error(error), file=sys.stderr)
         return 2
-    server.run()
-    return 0
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return Supervisor(settings, settings.workers).run()
 
 
 def http_error_line(response: httpx.Response) -> str:
@@ -161,8 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve fit-check, watch an analysis stream, or read its trace.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    serve_parser = commands.add_parser(
         "serve", help="run the server (HOST, PORT and every other setting from the environment)"
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on one port (default: FIT_CHECK_WORKERS or WEB_CONCURRENCY, "
+        "else 1); with more than one, read metrics through the collector",
     )
     ask_parser = commands.add_parser("ask", help="stream one analysis and show its progress")
     ask_parser.add_argument("query", help="a company name or a job description")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, le=1.0, validation_alias="FIT_CHECK_FAULT_RATE_SEARCH"
     )
     fault_seed: int | None = Field(default=None, validation_alias="FIT_CHECK_FAULT_SEED")
+
+    # --- processes ----------------------------------------------------------------------
+    # Worker processes on one socket (`fit-check serve --workers N`); WEB_CONCURRENCY too.
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("FIT_CHECK_WORKERS", "WEB_CONCURRENCY"),
+    )
 
     # --- resilience -----------------------------------------------------------
     request_timeout_s: float = Field(
@@ -164,6 +173,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _one_metrics_port_per_process(self) -> Settings:
+        """Every worker would try to bind the same metrics port."""
+        if self.workers > 1 and self.metrics_port is not None:
+            raise ValueError(
+                "FIT_CHECK_METRICS_PORT cannot be shared by several workers: push metrics to "
+                "a collector (OTEL_EXPORTER_OTLP_ENDPOINT) instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _google_needs_its_credentials(self) -> Settings:

@@ -50,7 +50,7 @@ def _limit_open_files(limit: int | None) -> None:
 
 @contextmanager
 def service_process(
-    log_path: Path, *, open_files: int | None = None, **env: str
+    log_path: Path, *, open_files: int | None = None, args: tuple[str, ...] = (), **env: str
 ) -> Iterator[ServiceProcess]:
     """Start the service (offline providers unless ``env`` says otherwise), wait until it
     answers ``/health``, and kill what is left of it at the end."""
@@ -64,7 +64,7 @@ def service_process(
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [str(FIT_CHECK), "serve"],
+            [str(FIT_CHECK), "serve", *args],
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

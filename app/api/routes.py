@@ -211,6 +211,15 @@ async def readiness(service: ServiceDep) -> Response | ReadinessResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, service: ServiceDep) -> Response:
     settings = service.settings
+    if settings.workers > 1:
+        # Each worker has its own counters: a scrape here would see one worker at random.
+        return error_response(
+            404,
+            "NOT_FOUND",
+            f"{settings.workers} workers each count their own requests: read the metrics "
+            "through the collector (OTEL_EXPORTER_OTLP_ENDPOINT), where every worker is its "
+            "own instance",
+        )
     if settings.metrics_port is not None:
         return error_response(
             404, "NOT_FOUND", f"metrics are served on port {settings.metrics_port}"

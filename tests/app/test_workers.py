@@ -1,0 +1,107 @@
+"""``fit-check serve --workers 2``: one port, two processes, each its own instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import parse_sse
+from tests.service_process import FIT_CHECK, ServiceProcess, free_port, service_process
+
+
+def workers_of(service: ServiceProcess) -> list[int]:
+    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()]
+    # The spawn start method adds a resource tracker: the workers run fit-check.
+    return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def stream(url: str, session_id: str) -> str:
+    response = httpx.post(
+        f"{url}/api/fit-check/stream",
+        json={"query": "Python", "session_id": session_id},
+        timeout=30,
+    )
+    return response.text
+
+
+def test_two_workers_serve_one_port_as_two_instances(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    with service_process(
+        log, args=("--workers", "2"), OTEL_TRACES_EXPORTER="console", FIT_CHECK_LATENCY_MS="200"
+    ) as service:
+        assert len(workers_of(service)) == 2
+        with httpx.Client() as client:
+            metrics = client.get(f"{service.url}/metrics")
+        assert metrics.status_code == 404 and "2 workers" in metrics.json()["message"]
+        # Both workers wait on the socket and race for each connection: over 24 of them,
+        # one worker taking all has odds of about one in ten million.
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda n: stream(service.url, f"w-{n}"), range(24)))
+        assert all(parse_sse(body)[-1][0] == "complete" for body in bodies)
+        service.terminate()
+        service.process.wait(30)
+    spans = [json.loads(line) for line in log.read_text().splitlines() if '"resource"' in line]
+    roots = [s for s in spans if s["name"] == "POST /api/fit-check/stream"]
+    instances = {s["resource"]["attributes"]["service.instance.id"] for s in roots}
+    assert len(roots) == 24
+    assert len(instances) == 2, "each worker is its own instance (its own service.instance.id)"
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    with service_process(tmp_path / "service.log", args=("--workers", "2")) as service:
+        first, second = workers_of(service)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            current = workers_of(service)
+            if len(current) == 2 and first not in current:
+                break
+            assert time.monotonic() < deadline, f"not replaced: {current}"
+            time.sleep(0.1)
+        assert second in current
+        deadline = time.monotonic() + 30
+        while "event: complete" not in stream(service.url, "after-replace"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_sigterm_drains_every_worker_within_the_bound(tmp_path: Path) -> None:
+    with service_process(
+        tmp_path / "service.log",
+        args=("--workers", "2"),
+        FIT_CHECK_LATENCY_MS="3000",
+        FIT_CHECK_SHUTDOWN_GRACE_S="1",
+    ) as service:
+        with httpx.stream(
+            "POST", f"{service.url}/api/fit-check/stream", json={"query": "Go"}, timeout=30
+        ) as response:
+            chunks = response.iter_text()
+            text = next(chunks)
+            started = time.monotonic()
+            service.terminate()
+            text += "".join(chunks)
+        service.process.wait(1 + 5 + 5)
+        took = time.monotonic() - started
+    assert parse_sse(text)[-1][1]["code"] == "SHUTTING_DOWN"
+    assert took <= 1 + 5 + 3
+
+
+def test_a_metrics_port_cannot_be_shared_by_workers() -> None:
+    result = subprocess.run(
+        [str(FIT_CHECK), "serve", "--workers", "2"],
+        env={**os.environ, "FIT_CHECK_METRICS_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("fit-check: FIT_CHECK_METRICS_PORT cannot be shared")
