@@ -29,6 +29,7 @@ from app.providers.factory import Providers, build_providers
 from app.server import DrainingServer, server_config
 from app.service import FitCheckService
 from app.startup import announce
+from app.workers import Supervisor
 from otel.instrumentation import instrument_app, instrument_http_client
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
@@ -148,6 +149,13 @@ def build(settings: Settings | None = None) -> FastAPI:
     gc.collect()
     gc.freeze()
     return app
+
+
+def supervise(settings: Settings) -> int:
+    """``fit-check serve`` with several workers: the parent logs like a worker does, then
+    runs them (each builds its own server with ``build_server``)."""
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return Supervisor(settings, settings.workers).run()
 
 
 def build_server(settings: Settings | None = None) -> DrainingServer:

@@ -44,9 +44,7 @@ def settings_error(error: ValidationError) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from app.asgi import build_server
-    from app.workers import Supervisor
-    from otel.logging import configure_logging
+    from app.asgi import build_server, supervise
 
     if args.workers is not None:
         os.environ["FIT_CHECK_WORKERS"] = str(args.workers)  # the workers read it too
@@ -58,8 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(settings_error(error), file=sys.stderr)
         return 2
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    return Supervisor(settings, settings.workers).run()
+    return supervise(settings)
 
 
 def http_error_line(response: httpx.Response) -> str:
