@@ -2,10 +2,12 @@
 
 The throughput rounds say how much the telemetry adds per stream; this says why. It runs
 real streams through the app in process (offline providers, in-memory telemetry) to count
-what one stream produces, then times each kind of unit alone with the SDK objects the
-service uses: a span started and ended, a span encoded as OTLP protobuf, a JSON log line
-with trace context, a measurement into the service's two metric readers (with exemplars),
-and a render of ``/metrics``. Units times counts is the telemetry's floor with this SDK.
+what one stream produces, then times each kind of unit alone with the production wiring
+(``setup_telemetry``'s processors and readers, exporting to nowhere), not the test
+harness's in-memory exporter, which costs more per span: a span started and ended, a span
+encoded as OTLP protobuf, a JSON log line with trace context, a measurement into the
+service's two metric readers (with exemplars), and a render of ``/metrics``. Units times
+counts is the telemetry's floor with this SDK.
 
 Usage: python -m bench.units  (about 30 s; ``make bench`` runs it first)
 """
@@ -17,18 +19,28 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import httpx
 from opentelemetry import context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from app.asgi import build_app
 from app.config import Settings
 from otel.context import bind_session
 from otel.logging import configure_logging
+from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 from otel.testing import captured_telemetry
 
 COUNTERS = (
@@ -84,10 +96,44 @@ def per_stream_counts(streams: int) -> tuple[dict[str, float], Any, Any]:
     return counts, captured, spans
 
 
-def unit_costs(captured: Any, spans: Any, scale: int, sink: IO[str]) -> dict[str, float]:
-    telemetry = captured.runtime.telemetry
-    tracer = captured.runtime.tracer_provider.get_tracer("bench.units")
-    meter = captured.runtime.meter_provider.get_meter("bench.units")
+class _DiscardSpans(SpanExporter):
+    """Sends nothing: the export path's cost in the process, without a network."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class _DiscardMetrics(MetricExporter):
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def production_runtime() -> TelemetryRuntime:
+    """The service's own wiring (its span processors, a batch processor, the Prometheus
+    reader and a periodic push reader), exporting to nowhere: what a unit costs in the
+    service, without the test harness's in-memory exporter and span counter."""
+    return setup_telemetry(
+        TelemetryConfig(),
+        extra_span_processors=[BatchSpanProcessor(_DiscardSpans(), max_export_batch_size=64)],
+        extra_metric_readers=[PeriodicExportingMetricReader(_DiscardMetrics())],
+    )
+
+
+def unit_costs(
+    runtime: TelemetryRuntime, spans: Any, scale: int, sink: IO[str]
+) -> dict[str, float]:
+    telemetry = runtime.telemetry
+    assert runtime.tracer_provider is not None and runtime.meter_provider is not None
+    tracer = runtime.tracer_provider.get_tracer("bench.units")
+    meter = runtime.meter_provider.get_meter("bench.units")
     histogram = meter.create_histogram("bench.units.duration", unit="s")
     logger = logging.getLogger("fit_check.bench")
     configure_logging(level="INFO", fmt="json", stream=sink)
@@ -115,7 +161,7 @@ def unit_costs(captured: Any, spans: Any, scale: int, sink: IO[str]) -> dict[str
         )
         context.detach(token)
     costs["encode"] = best_us(lambda: encode_spans(batch), 2 * scale) / len(batch)
-    costs["render"] = best_us(lambda: telemetry.render_metrics(None), 10 * scale)
+    costs["render"] = best_us(lambda: rendered.render_metrics(None), 10 * scale)
     return costs
 
 
@@ -125,8 +171,10 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     saved_handlers, saved_level = list(root.handlers), root.level  # configure_logging swaps them
     try:
         counts, captured, spans = per_stream_counts(20 if quick else 50)
+        runtime = production_runtime()
         with open(os.devnull, "w") as sink:
-            costs = unit_costs(captured, spans, 2 if quick else 10, sink)
+            costs = unit_costs(runtime, captured.runtime.telemetry, spans, 2 if quick else 10, sink)
+        runtime.shutdown()
         captured.runtime.shutdown()
     finally:
         root.handlers[:] = saved_handlers
