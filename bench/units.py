@@ -128,9 +128,9 @@ def production_runtime() -> TelemetryRuntime:
 
 
 def unit_costs(
-    runtime: TelemetryRuntime, spans: Any, scale: int, sink: IO[str]
+    runtime: TelemetryRuntime, rendered: Telemetry, spans: Any, scale: int, sink: IO[str]
 ) -> dict[str, float]:
-    telemetry = runtime.telemetry
+    """``rendered``: telemetry that has served streams, so ``/metrics`` has every series."""
     assert runtime.tracer_provider is not None and runtime.meter_provider is not None
     tracer = runtime.tracer_provider.get_tracer("bench.units")
     meter = runtime.meter_provider.get_meter("bench.units")
