@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from app.asgi import build_app
 from app.config import Settings
 from otel.context import bind_session
+from otel.facade import Telemetry
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 from otel.testing import captured_telemetry
