@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick \
-	bench-ir bench-attacks mutation clean
+	bench-ir bench-attacks bench-workers mutation clean
 
 install: $(STAMP)
 
@@ -79,6 +79,10 @@ bench-ir: install
 
 bench-attacks: install
 	$(BIN)/python -m bench.attacks
+
+# One worker against two, side by side (about 3 minutes).
+bench-workers: install
+	$(BIN)/python -m bench.workers
 
 # Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (about an
 # hour for all six on 2 cores), not in CI: docs/testing.md.
