@@ -115,7 +115,7 @@ class SessionRun:
         """Whether a client whose last event was ``seq`` can read on from here."""
         if self.finished or (self._terminal_seq is not None and seq >= self._terminal_seq):
             return False
-        return seq < self._buffer.next_seq and self._buffer.holds(seq + 1)
+        return self._buffer.holds(seq + 1)  # also: no id from the future
 
     async def linger(self) -> None:
         """Wait until the session is settled, then close it. Called by the opening request

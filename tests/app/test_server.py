@@ -153,3 +153,25 @@ async def test_streams_that_finish_within_the_grace_period_finish_normally(
         text = "".join([chunk async for chunk in response.aiter_text()])
     assert parse_sse(text)[-1][0] == "complete"
     assert h.telemetry.value("fit_check.requests", status="success") == 1
+
+
+async def test_draining_drops_a_session_waiting_for_its_client_at_once(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """Its client left; the drain does not wait out its resume window."""
+    providers, _, llm = counting_providers(llm_delay_s=5)
+    h = harness_factory(providers=providers, resume_window_s=60, shutdown_grace_s=0)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with client.stream("POST", STREAM, json={"query": "Python"}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: phase"):
+                    break  # hang up mid-analysis
+        await wait_until(lambda: llm.active == 1)
+        started = asyncio.get_running_loop().time()
+        server.server.request_drain()
+        await wait_until(lambda: h.service.sessions.active == 0)
+        took = asyncio.get_running_loop().time() - started
+    assert took < 5  # not the 60 s window
+    roots = [s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER]
+    assert [attrs(s).get("fit_check.cancel_reason") for s in roots] == ["shutdown"]
+    assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
