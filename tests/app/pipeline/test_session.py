@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from app.pipeline.event_ids import parse_last_event_id
@@ -13,6 +14,8 @@ from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import Emit
 from app.pipeline.session import SessionRun
 from otel.testing import captured_telemetry
+from tests.fakes import counting_providers
+from tests.helpers import HarnessFactory, LiveServerFactory, wait_until
 
 
 class SteppedPipeline:
@@ -111,3 +114,38 @@ async def test_the_live_set_admits_up_to_its_limit_and_forgets_exactly_once() ->
     live.discard(first)
     assert live.active == 0 and live.get("a") is None
     assert await live.wait_empty(0.01)
+
+
+async def test_a_frame_without_a_phase_yet_is_sent_and_first_event_waits_for_the_phase(
+    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]],
+) -> None:
+    run, pipeline, _ = session
+    run.start()
+    reader = run.frames(after=None)
+    only_session = await anext(reader)  # before the pipeline emitted anything else
+    assert b"event: session" in only_session and b"event: phase" not in only_session
+    await pipeline.step(run, expected_next=2)
+    assert b"event: phase" in await anext(reader)
+    await pipeline.finish()
+    assert b"event: complete" in b"".join([frame async for frame in reader])
+    await run.linger()
+
+
+async def test_a_cancelled_request_lasts_until_its_client_left_not_its_window(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=5)
+    h = harness_factory(providers=providers, resume_window_s=1.0)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with client.stream("POST", "/api/fit-check/stream", json={"query": "Go"}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("event: phase"):
+                    break  # and hang up at once
+        await wait_until(lambda: h.service.sessions.active == 0)
+    (point,) = [
+        p
+        for metric, p in h.telemetry.metric_points()
+        if metric.name == "fit_check.request.duration"
+    ]
+    assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
+    assert getattr(point, "sum", 0.0) < 0.9  # the 1 s resume window is not in it
