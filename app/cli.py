@@ -48,14 +48,10 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.workers is not None:
         os.environ["FIT_CHECK_WORKERS"] = str(args.workers)  # the workers read it too
-    try:
-        settings = Settings()
-        if settings.workers == 1:
-            build_server(settings).run()
-            return 0
-    except ValidationError as error:
-        print(settings_error(error), file=sys.stderr)
-        return 2
+    settings = Settings()
+    if settings.workers == 1:
+        build_server(settings).run()
+        return 0
     return supervise(settings)
 
 
@@ -193,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     handlers = {"serve": serve, "ask": ask, "trace": trace}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except ValidationError as error:  # every command reads the settings; say which one is wrong
+        print(settings_error(error), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -106,7 +106,7 @@ def parse_sse(text: str) -> Events:
     return events
 
 
-async def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Poll a condition instead of sleeping a guessed amount."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():

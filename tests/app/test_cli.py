@@ -92,3 +92,11 @@ async def test_serve_refuses_google_search_without_its_key_in_one_line() -> None
     assert lines == [
         "fit-check: FIT_CHECK_SEARCH_PROVIDER=google needs GOOGLE_API_KEY and GOOGLE_CSE_ID"
     ]
+
+
+async def test_ask_reports_an_invalid_setting_in_one_line() -> None:
+    """Without --url, ``ask`` reads the settings ``serve`` reads: same error, no traceback."""
+    code, output = await cli("ask", "Python", env={"PORT": "not-a-port"})
+    assert code == 2
+    assert output.startswith("fit-check: PORT: Input should be a valid integer"), output
+    assert "Traceback" not in output
