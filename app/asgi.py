@@ -106,7 +106,11 @@ def build_app(
     install_error_handlers(app, telemetry.rejected)
     app.include_router(router)
     app.include_router(
-        demo_router(jaeger_ui_url=settings.jaeger_ui_url, grafana_url=settings.grafana_url)
+        demo_router(
+            jaeger_ui_url=settings.jaeger_ui_url,
+            grafana_url=settings.grafana_url,
+            logs_ui_url=settings.logs_ui_url,
+        )
     )
     app.include_router(redoc_router(app.title))
     app.include_router(trace_router(settings.jaeger_url))
@@ -138,10 +142,19 @@ def build_app(
     return app
 
 
+def configure_service_logging(settings: Settings) -> None:
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        file=settings.log_file,
+        file_max_bytes=settings.log_file_max_bytes,
+    )
+
+
 def build(settings: Settings | None = None) -> FastAPI:
     """The uvicorn factory: everything from the environment."""
     settings = settings or Settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    configure_service_logging(settings)
     runtime = setup_telemetry(telemetry_config(settings))
     app = build_app(settings, runtime)
     # Everything built so far lives as long as the process: move it out of the collector's
@@ -154,7 +167,7 @@ def build(settings: Settings | None = None) -> FastAPI:
 def supervise(settings: Settings) -> int:
     """``fit-check serve`` with several workers: the parent logs like a worker does, then
     runs them (each builds its own server with ``build_server``)."""
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    configure_service_logging(settings)
     return Supervisor(settings, settings.workers).run()
 
 

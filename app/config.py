@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
+    #: Also append every line, as JSON whatever LOG_FORMAT says, to this file for the
+    #: collector's file log receiver (compose's shared volume); rotated by size, two
+    #: old files kept. With several workers each writes its own file (``name-w1.log``).
+    log_file: Path | None = Field(default=None, validation_alias="FIT_CHECK_LOG_FILE")
+    log_file_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=4096, validation_alias="FIT_CHECK_LOG_FILE_MAX_BYTES"
+    )
 
     # --- providers ----------------------------------------------------------
     search_provider: Literal["offline", "google"] = Field(
@@ -119,6 +126,10 @@ class Settings(BaseSettings):
     )
     grafana_url: str = Field(
         default="http://localhost:3000", validation_alias="FIT_CHECK_GRAFANA_URL"
+    )
+    # VictoriaLogs, whose web UI (vmui) the demo page links a session's log lines to.
+    logs_ui_url: str = Field(
+        default="http://localhost:9428", validation_alias="FIT_CHECK_LOGS_UI_URL"
     )
     # Jaeger's query API, for `fit-check trace` and the service's own /trace/{id} page.
     jaeger_url: str = Field(

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 from app.config import Settings
@@ -29,11 +30,22 @@ log = logging.getLogger("fit_check.workers")
 EXIT_SLACK_S = 3.0
 
 
-def _worker(sock: socket.socket) -> None:
+def _worker(sock: socket.socket, number: int) -> None:
     """A worker: the whole service from the environment, on the parent's socket."""
     from app.asgi import build_server
 
-    build_server(Settings()).run(sockets=[sock])
+    settings = Settings()
+    if settings.log_file is not None:
+        settings = settings.model_copy(
+            update={"log_file": worker_log_file(settings.log_file, number)}
+        )
+    build_server(settings).run(sockets=[sock])
+
+
+def worker_log_file(path: Path, number: int) -> Path:
+    """``fit-check.log`` -> ``fit-check-w2.log``: a rotating file has one writer, and a
+    replacement worker takes over its predecessor's file."""
+    return path.with_name(f"{path.stem}-w{number}{path.suffix}")
 
 
 class Supervisor:
@@ -50,7 +62,7 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            self._workers = [self._start(sock) for _ in range(self._count)]
+            self._workers = [self._start(sock, number) for number in range(1, self._count + 1)]
             log.info("Started %d workers", self._count, extra={"workers": self._count})
             while self._signal is None:
                 time.sleep(0.2)
@@ -69,8 +81,10 @@ class Supervisor:
         sock.set_inheritable(True)
         return sock
 
-    def _start(self, sock: socket.socket) -> BaseProcess:
-        process = self._context.Process(target=_worker, args=(sock,), name="fit-check worker")
+    def _start(self, sock: socket.socket, number: int) -> BaseProcess:
+        process = self._context.Process(
+            target=_worker, args=(sock, number), name=f"fit-check worker {number}"
+        )
         process.start()
         return process
 
@@ -86,7 +100,7 @@ class Supervisor:
                 log.error(
                     "Worker %s exited with %s; starting another", process.pid, process.exitcode
                 )
-                self._workers[index] = self._start(sock)
+                self._workers[index] = self._start(sock, index + 1)
 
     def _stop_all(self) -> None:
         """Each worker drains; none is waited for past the grace period plus the drain's

@@ -3,7 +3,8 @@
 Two ways to get the service's log lines into VictoriaLogs:
 
 * the collector tails what the service already writes (``filelog`` receiver): the service
-  pays for the JSON line and nothing more;
+  pays for the JSON line and nothing more (in compose, where stdout goes to Docker, for
+  writing it twice: stdout and ``FIT_CHECK_LOG_FILE``);
 * the SDK exports each record over OTLP (a ``LoggingHandler`` feeding a batch processor):
   the service pays for an OTLP log record per line on top, and its export thread encodes
   and sends them.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import context
@@ -31,7 +34,7 @@ from opentelemetry.sdk._logs.export import (
 
 from bench.units import best_us, production_runtime
 from otel.context import bind_session
-from otel.logging import log_handler
+from otel.logging import log_file_handler, log_handler
 
 LINES = 20_000
 
@@ -69,16 +72,25 @@ def main() -> int:
     provider.add_log_record_processor(
         BatchLogRecordProcessor(_DiscardLogs(), max_queue_size=LINES * 2)
     )
-    with open(os.devnull, "w") as sink, tracer.start_as_current_span("bench"):
+    with (
+        open(os.devnull, "w") as sink,
+        tempfile.TemporaryDirectory() as tmp,
+        tracer.start_as_current_span("bench"),
+    ):
         token = bind_session("bench-session")
         json_line = log_handler("json", sink)
+        file_line = log_file_handler(Path(tmp) / "fit-check.log", max_bytes=16 * 1024 * 1024)
         otlp = LoggingHandler(level=logging.INFO, logger_provider=provider)
         costs = {
             "JSON line (the collector tails it: filelog)": per_line_us([json_line]),
+            "JSON line to stdout and to FIT_CHECK_LOG_FILE (compose)": per_line_us(
+                [json_line, file_line]
+            ),
             "JSON line and an OTLP log record (SDK export)": per_line_us([json_line, otlp]),
             "OTLP log record alone": per_line_us([otlp]),
         }
         context.detach(token)
+        file_line.close()
     provider.shutdown()
     runtime.shutdown()
     print("| path | µs per line in the service | per stream (13 lines) |")

@@ -10,10 +10,12 @@ Every record passes a filter that stamps the current ``trace_id``, ``span_id`` a
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Literal
 
 from opentelemetry import trace
@@ -24,6 +26,10 @@ from otel.context import current_session_id
 from otel.redact import redact_url
 
 _CONTEXT_FIELDS = ("trace_id", "span_id", "session_id")
+#: Where a record keeps its JSON line once formatted (not a field of the line: the
+#: formatter writes only the fields it is given and a record's ``extra``, and this name
+#: is set after the line is made).
+_FORMATTED_JSON = "_fit_check_json_line"
 _LINE_SEPARATORS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _NOISY_LOGGERS = ("httpx", "httpcore")
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -110,7 +116,18 @@ class TelemetryNoiseLimiter(logging.Filter):
 
 
 class _ContextJsonFormatter(OrjsonFormatter):
-    """Drops the context fields that are empty outside a request instead of writing nulls."""
+    """Drops the context fields that are empty outside a request instead of writing nulls.
+
+    A record is formatted once: stdout's handler, the log file's size check and its write
+    all use the same line (each would format it again: 10 µs a time).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.__dict__.get(_FORMATTED_JSON)
+        if not isinstance(line, str):
+            line = super().format(record)
+            record.__dict__[_FORMATTED_JSON] = line
+        return line
 
     def jsonify_log_record(self, log_data: LogData) -> str:
         # orjson writes U+0085, U+2028 and U+2029 raw; many readers (Python's splitlines,
@@ -152,7 +169,24 @@ def text_formatter() -> logging.Formatter:
 def log_handler(fmt: Literal["text", "json"], stream: IO[str]) -> logging.Handler:
     """The service's handler: its format, trace context on every line, no untrusted text,
     and the SDK's repeated errors rate-limited."""
-    handler = logging.StreamHandler(stream)
+    return _with_filters(logging.StreamHandler(stream), fmt)
+
+
+def log_file_handler(path: Path, max_bytes: int) -> logging.Handler:
+    """JSON lines appended to ``path`` for the collector's file log receiver.
+
+    Rotated by size by renaming (``path.1``, ``path.2``): the receiver follows a renamed
+    file by its fingerprint, so rotation loses no line it has not read yet. One process
+    per file: rotation by two processes would race.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=2, encoding="utf-8"
+    )
+    return _with_filters(handler, "json")
+
+
+def _with_filters(handler: logging.Handler, fmt: Literal["text", "json"]) -> logging.Handler:
     handler.setFormatter(json_formatter() if fmt == "json" else text_formatter())
     handler.addFilter(TraceContextFilter())
     handler.addFilter(UntrustedTextFilter())
@@ -161,14 +195,23 @@ def log_handler(fmt: Literal["text", "json"], stream: IO[str]) -> logging.Handle
 
 
 def configure_logging(
-    *, level: str, fmt: Literal["text", "json"], stream: IO[str] | None = None
+    *,
+    level: str,
+    fmt: Literal["text", "json"],
+    stream: IO[str] | None = None,
+    file: Path | None = None,
+    file_max_bytes: int = 64 * 1024 * 1024,
 ) -> logging.Handler:
-    """Route the root logger, and uvicorn's, through one handler; returns that handler."""
+    """Route the root logger, and uvicorn's, through one handler (and a JSON file when
+    ``file`` is given); returns the stream's handler."""
     handler = log_handler(fmt, stream or sys.stdout)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
+    if file is not None:
+        root.addHandler(log_file_handler(file, file_max_bytes))
     root.setLevel(level)
     # No format here writes a record's thread or process; skip looking them up per line.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

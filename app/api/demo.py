@@ -1,8 +1,9 @@
 """The demo page at ``/`` (plain files from ``app/web/static``), ``/redoc`` and ``/trace``.
 
-The page streams an analysis from this same service, so it needs no CORS; the Jaeger UI
-and Grafana addresses are injected into it as JSON (``<`` escaped, so the settings cannot
-close the script element). A strict Content-Security-Policy keeps it to its own files.
+The page streams an analysis from this same service, so it needs no CORS; the Jaeger UI,
+Grafana and VictoriaLogs addresses are injected into it as JSON (``<`` escaped, so the
+settings cannot close the script element). A strict Content-Security-Policy keeps it to
+its own files.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=str(STATIC_DIR))
 
 
-def demo_router(*, jaeger_ui_url: str, grafana_url: str) -> APIRouter:
-    config = json.dumps({"jaeger_ui_url": jaeger_ui_url, "grafana_url": grafana_url})
+def demo_router(*, jaeger_ui_url: str, grafana_url: str, logs_ui_url: str) -> APIRouter:
+    config = json.dumps(
+        {"jaeger_ui_url": jaeger_ui_url, "grafana_url": grafana_url, "logs_ui_url": logs_ui_url}
+    )
     page = (
         (STATIC_DIR / "index.html")
         .read_text()

@@ -5,6 +5,7 @@
 #   (a) the OpenTelemetry Collector, built by ocb from deploy/collector/builder-config.yaml
 #   (b) Jaeger v2 (all-in-one, `jaeger --config file.yaml`) from its Go module
 #   (c) Prometheus + promtool from Debian's `prometheus` package
+#   (e) VictoriaLogs (the log store, with its web UI vmui embedded) from its Go module
 #   (d) optional, WITH_COMPOSE=1: the docker compose v2+ CLI from its Go module, only to
 #       validate docker-compose.yml (`docker-compose config -q`) where the docker CLI
 #       has no compose plugin; it needs no Docker engine for that
@@ -40,6 +41,10 @@ COLLECTOR_VERSION="0.165.0"
 JAEGER_MODULE="github.com/jaegertracing/jaeger"
 JAEGER_MODULE_VERSION="v1.76.0"
 JAEGER_V2_VERSION="v2.13.0"
+# VictoriaLogs: the victoriametrics/victoria-logs image in docker-compose.yml has the
+# same version (tag v1.52.1).
+VICTORIALOGS_MODULE="github.com/VictoriaMetrics/VictoriaLogs"
+VICTORIALOGS_VERSION="v1.52.1"
 # Debian bookworm ships 2.42.0; whatever apt installs is used (recorded in the stamp).
 PROMETHEUS_PACKAGE="prometheus"
 # Newest compose release whose go.mod the Go toolchain here (1.26.8) accepts.
@@ -49,6 +54,7 @@ COMPOSE_VERSION="v5.6.0"
 MANIFEST="$REPO_ROOT/deploy/collector/builder-config.yaml"
 COLLECTOR_BIN="$BIN/otelcol-fit-check"
 JAEGER_BIN="$BIN/jaeger"
+VICTORIALOGS_BIN="$BIN/victoria-logs"
 BUILDER_BIN="$BIN/builder"
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
@@ -133,6 +139,22 @@ build_jaeger() {
   log "jaeger built in $((SECONDS - t0))s"
 }
 
+# --- (e) VictoriaLogs ----------------------------------------------------------------------
+build_victorialogs() {
+  local want="victoria-logs $VICTORIALOGS_VERSION ($VICTORIALOGS_MODULE)"
+  if stamp_ok "$VICTORIALOGS_BIN.version" "$want" && [[ -x "$VICTORIALOGS_BIN" ]]; then
+    log "victoria-logs $VICTORIALOGS_VERSION: cached ($VICTORIALOGS_BIN)"
+    return
+  fi
+  need_go
+  local t0=$SECONDS
+  log "building victoria-logs $VICTORIALOGS_VERSION from $VICTORIALOGS_MODULE (app/victoria-logs, vmui embedded)"
+  build_in_module "$VICTORIALOGS_MODULE" "$VICTORIALOGS_VERSION" ./app/victoria-logs "$VICTORIALOGS_BIN" \
+    "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-$VICTORIALOGS_VERSION"
+  echo "$want" >"$VICTORIALOGS_BIN.version"
+  log "victoria-logs built in $((SECONDS - t0))s"
+}
+
 # --- (c) Prometheus from Debian -------------------------------------------------------
 prometheus_version() { prometheus --version 2>/dev/null | head -n1 | awk '{print $3}'; }
 
@@ -188,6 +210,7 @@ build_compose() {
 
 build_collector
 build_jaeger
+build_victorialogs
 install_prometheus
 if [[ "${WITH_COMPOSE:-0}" == 1 ]]; then build_compose; fi
 
@@ -195,6 +218,7 @@ log "done in $((SECONDS - start_all))s"
 cat <<EOF
 collector:  $COLLECTOR_BIN   ($(cat "$COLLECTOR_BIN.version"))
 jaeger:     $JAEGER_BIN   ($(cat "$JAEGER_BIN.version"))
+victorialogs: $VICTORIALOGS_BIN   ($(cat "$VICTORIALOGS_BIN.version"))
 prometheus: $(readlink -f "$BIN/prometheus" 2>/dev/null || echo missing)   ($(cat "$BIN/prometheus.version" 2>/dev/null || echo missing))
 promtool:   $(readlink -f "$BIN/promtool" 2>/dev/null || echo missing)
 ocb:        $BUILDER_BIN

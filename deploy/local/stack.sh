@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The fit-check telemetry stack without Docker: the real Jaeger v2, OpenTelemetry
-# Collector and Prometheus, built/installed by deploy/local/build-tools.sh, run on
-# 127.0.0.1 with the same config files as docker-compose.yml.
+# The fit-check telemetry stack without Docker: the real Jaeger v2, VictoriaLogs,
+# OpenTelemetry Collector and Prometheus, built/installed by deploy/local/build-tools.sh,
+# run on 127.0.0.1 with the same config files as docker-compose.yml.
 #
 #   deploy/local/stack.sh up [--with-service]   start (idempotent), wait until ready
 #   deploy/local/stack.sh status                what runs, and whether it answers
@@ -19,13 +19,20 @@
 #   JAEGER_OTLP_GRPC_PORT=14317 JAEGER_OTLP_HTTP_PORT=14318 (not 4317/4318: the collector has them)
 #   JAEGER_QUERY_HTTP_PORT=16686 JAEGER_QUERY_GRPC_PORT=16685
 #   JAEGER_HEALTH_PORT=13134 JAEGER_METRICS_PORT=18888
-#   PROMETHEUS_PORT=9090
+#   PROMETHEUS_PORT=9090 VICTORIALOGS_PORT=9428
 #   FIT_CHECK_PORT=8000 (only with --with-service)
 # Other knobs: STACK_TIMEOUT (seconds to wait for each component, default 60),
 #   COLLECTOR_BIN, JAEGER_BIN, PROMETHEUS_BIN (override the binaries' paths),
 #   FIT_CHECK_STACK_KEEP_DATA=1 (keep Prometheus' TSDB across `up`s; default: fresh,
 #   like Jaeger's in-memory store), LOG_LEVEL / OTEL_SERVICE_NAME /
 #   OTEL_METRIC_EXPORT_INTERVAL (default 5000 ms) for the service.
+# Logs: services write JSON lines to $FIT_CHECK_STACK_DIR/logs/*.log (FIT_CHECK_LOG_FILE);
+#   the collector reads them (offsets in $FIT_CHECK_STACK_DIR/collector-storage) into
+#   VictoriaLogs (data in $FIT_CHECK_STACK_DIR/victorialogs-data, fresh per `up` like
+#   Prometheus' unless FIT_CHECK_STACK_KEEP_DATA=1).
+# Tail sampling: FIT_CHECK_TRACE_SAMPLE_PERCENT (share of successful, fast traces kept;
+#   default 100 here, 10 in compose), FIT_CHECK_TRACE_DECISION_WAIT (default 5s here: the
+#   offline streams take a second or two; compose waits 135s), FIT_CHECK_TRACE_SLOW_MS.
 #
 # Prometheus cannot expand env vars in scrape targets, so `up` renders a copy of
 # deploy/prometheus/prometheus.yml with the compose targets "otel-collector:8889" and
@@ -50,18 +57,20 @@ JAEGER_QUERY_GRPC_PORT="${JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${JAEGER_HEALTH_PORT:-13134}"
 JAEGER_METRICS_PORT="${JAEGER_METRICS_PORT:-18888}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
+VICTORIALOGS_PORT="${VICTORIALOGS_PORT:-9428}"
 FIT_CHECK_PORT="${FIT_CHECK_PORT:-8000}"
 STACK_TIMEOUT="${STACK_TIMEOUT:-60}"
 
 COLLECTOR_BIN="${COLLECTOR_BIN:-$CACHE/bin/otelcol-fit-check}"
 JAEGER_BIN="${JAEGER_BIN:-$CACHE/bin/jaeger}"
+VICTORIALOGS_BIN="${VICTORIALOGS_BIN:-$CACHE/bin/victoria-logs}"
 if [[ -z "${PROMETHEUS_BIN:-}" ]]; then
   if [[ -x "$CACHE/bin/prometheus" ]]; then PROMETHEUS_BIN="$CACHE/bin/prometheus"
   else PROMETHEUS_BIN="$(command -v prometheus || echo /usr/bin/prometheus)"; fi
 fi
 SERVICE_BIN="$REPO_ROOT/.venv/bin/fit-check"
 
-COMPONENTS=(jaeger collector prometheus service) # start order; stop is the reverse
+COMPONENTS=(jaeger victorialogs collector prometheus service) # start order; stop is the reverse
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -180,6 +189,19 @@ up_jaeger() {
   wait_ready jaeger "http://$HOST:$JAEGER_QUERY_HTTP_PORT/api/services"
 }
 
+up_victorialogs() {
+  require_exe victorialogs "$VICTORIALOGS_BIN"
+  require_free_ports victorialogs "$VICTORIALOGS_PORT"
+  if [[ "${FIT_CHECK_STACK_KEEP_DATA:-0}" != 1 ]]; then rm -rf "$RUN_DIR/victorialogs-data"; fi
+  START_ENV=()
+  # Same flags as compose's victorialogs service (retention, listen address aside).
+  start victorialogs "$VICTORIALOGS_BIN" \
+    -storageDataPath="$RUN_DIR/victorialogs-data" \
+    -retentionPeriod=7d \
+    -httpListenAddr="$HOST:$VICTORIALOGS_PORT"
+  wait_ready victorialogs "http://$HOST:$VICTORIALOGS_PORT/health"
+}
+
 up_collector() {
   require_exe collector "$COLLECTOR_BIN"
   require_free_ports collector "$OTEL_COLLECTOR_OTLP_GRPC_PORT" "$OTEL_COLLECTOR_OTLP_HTTP_PORT" \
@@ -190,7 +212,14 @@ up_collector() {
     OTEL_COLLECTOR_PROMETHEUS_PORT="$OTEL_COLLECTOR_PROMETHEUS_PORT"
     OTEL_COLLECTOR_TELEMETRY_PORT="$OTEL_COLLECTOR_TELEMETRY_PORT"
     OTEL_COLLECTOR_HEALTH_PORT="$OTEL_COLLECTOR_HEALTH_PORT"
-    JAEGER_OTLP_ENDPOINT="$HOST:$JAEGER_OTLP_GRPC_PORT")
+    JAEGER_OTLP_ENDPOINT="$HOST:$JAEGER_OTLP_GRPC_PORT"
+    VICTORIALOGS_URL="http://$HOST:$VICTORIALOGS_PORT"
+    FIT_CHECK_LOG_FILES="$RUN_DIR/logs/*.log*"
+    FIT_CHECK_COLLECTOR_STORAGE="$RUN_DIR/collector-storage"
+    FIT_CHECK_TRACE_SAMPLE_PERCENT="${FIT_CHECK_TRACE_SAMPLE_PERCENT:-100}"
+    FIT_CHECK_TRACE_DECISION_WAIT="${FIT_CHECK_TRACE_DECISION_WAIT:-5s}"
+    FIT_CHECK_TRACE_SLOW_MS="${FIT_CHECK_TRACE_SLOW_MS:-60000}")
+  mkdir -p "$RUN_DIR/logs" "$RUN_DIR/collector-storage"
   start collector "$COLLECTOR_BIN" --config "$REPO_ROOT/otel-collector.yaml"
   wait_ready collector "http://$HOST:$OTEL_COLLECTOR_HEALTH_PORT/"
 }
@@ -227,7 +256,10 @@ up_service() {
     # This Jaeger has no UI: the demo page's trace links go to the service's own /trace
     # page, which reads the trace from Jaeger's query API.
     FIT_CHECK_JAEGER_URL="http://$HOST:$JAEGER_QUERY_HTTP_PORT"
-    FIT_CHECK_JAEGER_UI_URL="http://$HOST:$FIT_CHECK_PORT")
+    FIT_CHECK_JAEGER_UI_URL="http://$HOST:$FIT_CHECK_PORT"
+    # JSON lines for the collector's file log receiver, and links to them in vmui.
+    FIT_CHECK_LOG_FILE="$RUN_DIR/logs/fit-check.log"
+    FIT_CHECK_LOGS_UI_URL="http://$HOST:$VICTORIALOGS_PORT")
   start service "$SERVICE_BIN" serve
   wait_ready service "http://$HOST:$FIT_CHECK_PORT/health"
 }
@@ -235,6 +267,7 @@ up_service() {
 component_url() {
   case $1 in
     jaeger) echo "http://$HOST:$JAEGER_QUERY_HTTP_PORT/api/services" ;;
+    victorialogs) echo "http://$HOST:$VICTORIALOGS_PORT/health" ;;
     collector) echo "http://$HOST:$OTEL_COLLECTOR_HEALTH_PORT/" ;;
     prometheus) echo "http://$HOST:$PROMETHEUS_PORT/-/ready" ;;
     service) echo "http://$HOST:$FIT_CHECK_PORT/health" ;;
@@ -310,6 +343,8 @@ cmd_status() {
 OTLP:        grpc $HOST:$OTEL_COLLECTOR_OTLP_GRPC_PORT, http http://$HOST:$OTEL_COLLECTOR_OTLP_HTTP_PORT
 Jaeger API:  http://$HOST:$JAEGER_QUERY_HTTP_PORT/api/traces/{trace_id}
 Prometheus:  http://$HOST:$PROMETHEUS_PORT/api/v1/query?query=...
+Logs UI:     http://$HOST:$VICTORIALOGS_PORT/select/vmui/  (LogsQL: trace_id:"<id>" or session_id:"<id>")
+Logs API:    http://$HOST:$VICTORIALOGS_PORT/select/logsql/query?query=trace_id:%22<id>%22
 Run dir:     $RUN_DIR (logs: *.log)
 EOF
   return "$state"

@@ -55,6 +55,30 @@ def test_two_workers_serve_one_port_as_two_instances(tmp_path: Path) -> None:
     assert len(instances) == 2, "each worker is its own instance (its own service.instance.id)"
 
 
+def test_each_worker_writes_its_own_log_file(tmp_path: Path) -> None:
+    """A rotating file has one writer: the parent and each worker write their own."""
+    log_dir = tmp_path / "logs"
+    with service_process(
+        tmp_path / "service.log",
+        args=("--workers", "2"),
+        FIT_CHECK_LOG_FILE=str(log_dir / "fit-check.log"),
+    ) as service:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: stream(service.url, f"f-{n}"), range(16)))
+        service.terminate()
+        service.process.wait(30)
+    names = sorted(path.name for path in log_dir.iterdir())
+    assert names == ["fit-check-w1.log", "fit-check-w2.log", "fit-check.log"]
+    completed = []
+    for name in names:
+        for raw in (log_dir / name).read_text().splitlines():
+            line = json.loads(raw)  # every line whole
+            if line["message"] == "Request completed":
+                completed.append((name, line["session_id"]))
+    assert sorted(s for _, s in completed) == sorted(f"f-{n}" for n in range(16))
+    assert {name for name, _ in completed} <= {"fit-check-w1.log", "fit-check-w2.log"}
+
+
 def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     with service_process(tmp_path / "service.log", args=("--workers", "2")) as service:
         first, second = workers_of(service)

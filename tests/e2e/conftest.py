@@ -1,4 +1,5 @@
-"""The real stack on loopback: Jaeger v2, the Collector, Prometheus, two service processes.
+"""The real stack on loopback: Jaeger v2, VictoriaLogs, the Collector, Prometheus, and two
+service processes.
 
 Started once per session through ``deploy/local/stack.sh`` (the same script and configs a
 developer uses), on free ports in a run dir of its own, and stopped at the end.
@@ -40,6 +41,7 @@ PORT_NAMES = (
     "JAEGER_HEALTH_PORT",
     "JAEGER_METRICS_PORT",
     "PROMETHEUS_PORT",
+    "VICTORIALOGS_PORT",
 )
 
 
@@ -72,7 +74,11 @@ def poll(
 
 
 def missing_tools() -> list[str]:
-    tools = {"collector": CACHE / "bin" / "otelcol-fit-check", "jaeger": CACHE / "bin" / "jaeger"}
+    tools = {
+        "collector": CACHE / "bin" / "otelcol-fit-check",
+        "jaeger": CACHE / "bin" / "jaeger",
+        "victoria-logs": CACHE / "bin" / "victoria-logs",
+    }
     missing = [name for name, path in tools.items() if not os.access(path, os.X_OK)]
     if not (CACHE / "bin" / "prometheus").exists() and shutil.which("prometheus") is None:
         missing.append("prometheus")
@@ -81,11 +87,16 @@ def missing_tools() -> list[str]:
 
 @dataclass
 class Service:
-    """One fit-check process exporting to the collector."""
+    """One fit-check process exporting to the collector.
+
+    ``log_path`` is its stdout; ``json_log`` the JSON lines it appends for the collector's
+    file log receiver (``FIT_CHECK_LOG_FILE``), which ships them to VictoriaLogs.
+    """
 
     name: str
     port: int
     log_path: Path
+    json_log: Path
     process: subprocess.Popen[bytes]
     sent: int = 0
 
@@ -114,6 +125,9 @@ class Service:
                 lines.append(json.loads(raw))
         return lines
 
+    def json_log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.json_log.read_text().splitlines()]
+
 
 @dataclass
 class Stack:
@@ -131,6 +145,18 @@ class Stack:
     @property
     def prometheus(self) -> str:
         return f"http://127.0.0.1:{self.port('PROMETHEUS_PORT')}"
+
+    @property
+    def victorialogs(self) -> str:
+        return f"http://127.0.0.1:{self.port('VICTORIALOGS_PORT')}"
+
+    def logsql(self, query: str) -> list[dict[str, Any]]:
+        """Every log record VictoriaLogs holds that matches the LogsQL ``query``."""
+        response = httpx.post(
+            f"{self.victorialogs}/select/logsql/query", data={"query": query}, timeout=10
+        )
+        response.raise_for_status()
+        return [json.loads(line) for line in response.text.splitlines() if line]
 
     def script(self, *args: str) -> None:
         subprocess.run([str(STACK), *args], env=self.env, check=True, timeout=180)
@@ -169,9 +195,25 @@ class Stack:
     def collector_pid(self) -> int:
         return int((self.run_dir / "collector.pid").read_text())
 
+    def restart_collector(self, while_down: Callable[[], object] | None = None, **env: str) -> None:
+        """Stop the collector as a deploy does (SIGTERM, wait for the exit), poll
+        ``while_down`` meanwhile, then start it again with ``env`` over the stack's."""
+        pid = self.collector_pid()
+        os.kill(pid, signal.SIGTERM)
+        poll(
+            lambda: not Path(f"/proc/{pid}").exists(),
+            timeout_s=30,
+            every_s=0.1,
+            what="the collector's exit",
+        )
+        if while_down is not None:
+            poll(while_down, timeout_s=60, every_s=0.1, what="while the collector is down")
+        subprocess.run([str(STACK), "up"], env={**self.env, **env}, check=True, timeout=180)
+
     def start_service(self, name: str, port: int | None = None, **extra_env: str) -> Service:
         port = port or free_port()
         log_path = self.run_dir / f"{name}.log"
+        json_log = self.run_dir / "logs" / f"{name}.log"
         env = {
             **os.environ,
             "HOST": "127.0.0.1",
@@ -182,6 +224,7 @@ class Stack:
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+            "FIT_CHECK_LOG_FILE": str(json_log),
             **extra_env,
         }
         env.pop("OTEL_SDK_DISABLED", None)
@@ -193,7 +236,9 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        service = Service(name=name, port=port, log_path=log_path, process=process)
+        service = Service(
+            name=name, port=port, log_path=log_path, json_log=json_log, process=process
+        )
         poll(
             lambda: httpx.get(f"{service.url}/health", timeout=1).status_code == 200,
             timeout_s=30,

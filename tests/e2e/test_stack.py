@@ -130,13 +130,13 @@ def test_sums_in_prometheus_equal_what_was_sent_to_both_instances(stack: Stack) 
     assert len({r["metric"]["job"] for r in stack.query("fit_check_build_info")}) == 1
 
 
-def dashboard_queries() -> list[str]:
+def dashboard_queries(datasource: str = "prometheus") -> list[str]:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/fit-check.json").read_text())
     exprs = [
         target["expr"]
         for panel in dashboard["panels"]
         for target in panel.get("targets", [])
-        if target.get("expr")
+        if target.get("expr") and target["datasource"]["uid"] == datasource
     ]
     return [e.replace("$__rate_interval", "1m").replace("$__interval", "1m") for e in exprs]
 

@@ -7,10 +7,12 @@ import json
 import logging
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from app.pipeline.events import PHASES
 from otel.logging import (
@@ -93,6 +95,54 @@ def test_configure_logging_routes_uvicorn_through_one_handler() -> None:
         (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
         assert line["logger"] == "uvicorn.error" and line["message"] == "server says hi"
     finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_the_log_file_gets_json_lines_with_trace_context_whatever_the_stream_format(
+    tmp_path: Path,
+) -> None:
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    path = tmp_path / "logs" / "fit-check.log"
+    try:
+        stream = io.StringIO()
+        configure_logging(level="INFO", fmt="text", stream=stream, file=path)
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("request") as span:
+            logging.getLogger("fit_check.test").info("inside", extra={"phase": "research"})
+        (line,) = [json.loads(x) for x in path.read_text().splitlines()]
+        assert line["message"] == "inside" and line["phase"] == "research"
+        assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+        assert line["span_id"] == format(span.get_span_context().span_id, "016x")
+        assert "inside" in stream.getvalue() and not stream.getvalue().startswith("{")
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_the_log_file_rotates_by_size_and_keeps_two_old_files(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    path = tmp_path / "fit-check.log"
+    try:
+        stream = io.StringIO()
+        configure_logging(level="INFO", fmt="json", stream=stream, file=path, file_max_bytes=4096)
+        for n in range(100):
+            logging.getLogger("fit_check.test").info("line %03d", n)
+        files = sorted(tmp_path.iterdir())
+        # Formatted once, written twice: the same line on stdout and in the file.
+        assert stream.getvalue().splitlines()[-3:] == path.read_text().splitlines()[-3:]
+        assert [f.name for f in files] == ["fit-check.log", "fit-check.log.1", "fit-check.log.2"]
+        assert all(f.stat().st_size <= 4096 for f in files)
+        newest = [json.loads(x) for x in path.read_text().splitlines()]
+        assert newest[-1]["message"] == "line 099"
+        assert all(set(line) <= REQUIRED | {"taskName"} for line in newest), newest[-1]
+    finally:
+        for handler in root.handlers:
+            handler.close()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 

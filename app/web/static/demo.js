@@ -88,6 +88,9 @@ function start(query, includeThoughts) {
   const traceLink = $("trace-link");
   traceLink.textContent = "-";
   traceLink.removeAttribute("href");
+  const logsLink = $("logs-link");
+  logsLink.textContent = "-";
+  logsLink.removeAttribute("href");
   for (const item of document.querySelectorAll("#phases li")) {
     item.className = "";
     item.querySelector(".note").textContent = "";
@@ -101,6 +104,10 @@ function start(query, includeThoughts) {
   source.addEventListener("session", (event) => {
     const { session_id, trace_id } = data(event);
     $("session-id").textContent = session_id;
+    // The session's lines in VictoriaLogs' own UI (vmui), by a LogsQL query.
+    const logsQuery = `session_id:=${JSON.stringify(session_id)}`;
+    logsLink.textContent = "this session's log lines";
+    logsLink.href = `${config.logs_ui_url.replace(/\/$/, "")}/select/vmui/#/?query=${encodeURIComponent(logsQuery)}&g0.relative_time=last_24_hours`;
     if (trace_id) {
       traceLink.textContent = trace_id;
       traceLink.href = `${config.jaeger_ui_url.replace(/\/$/, "")}/trace/${trace_id}`;
