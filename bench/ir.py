@@ -7,63 +7,132 @@ POSTs N offline streams through ``httpx.ASGITransport`` (no sockets), under
 ``valgrind --tool=cachegrind --cache-sim=no``; the per-stream figure is
 ``(Ir at N=60 - Ir at N=10) / 50``, so start-up and imports cancel out.
 
+Variants: the baseline (``OTEL_SDK_DISABLED``), full telemetry, full telemetry with one
+piece switched off (log lines, spans), and full telemetry exporting over OTLP/HTTP to a
+loopback sink (``bench/otlp_sink.py``; its export thread's batches depend on timing, so
+this one repeats to about 1% rather than 0.1%). Then the telemetry's share split by the
+interpreter's C functions (cachegrind sees C, not Python: ``_PyEval_EvalFrameDefault`` is
+Python code running, the others are where it spends in C), per stream, full minus
+baseline.
+
 ``--source DIR`` counts another checkout (e.g. a ``git worktree`` of an older commit)
-with this venv, for a before/after comparison of a change.
+with this venv, for a before/after comparison of a change; ``--only NAME`` (a prefix)
+counts one variant and the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 from bench.servers import BIN, ROOT, clean_env
 
 DRIVER = Path(__file__).with_name("ir_drive.py")
 SMALL, LARGE = 10, 60
+BASELINE = "baseline (OTEL_SDK_DISABLED, WARNING logs)"
+FULL = "full telemetry (JSON INFO logs, no OTLP endpoint)"
+SINK = "full, exporting over OTLP/HTTP to a loopback sink"
+#: The sink's endpoint is filled in when it runs.
 VARIANTS: dict[str, dict[str, str]] = {
-    "baseline (OTEL_SDK_DISABLED, WARNING logs)": {
-        "OTEL_SDK_DISABLED": "true",
-        "LOG_LEVEL": "WARNING",
+    BASELINE: {"OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING"},
+    FULL: {"LOG_FORMAT": "json"},
+    "full minus log lines (WARNING)": {"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING"},
+    "full minus spans (sampler always_off; no exemplars)": {
+        "LOG_FORMAT": "json",
+        "OTEL_TRACES_SAMPLER": "always_off",
     },
-    "full telemetry (JSON INFO logs, no OTLP endpoint)": {"LOG_FORMAT": "json"},
+    SINK: {"LOG_FORMAT": "json", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
 }
+TOP_FUNCTIONS = 12
 
 
-def instructions(source: Path, env: dict[str, str], streams: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cachegrind.out"
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=cachegrind",
-                "--cache-sim=no",
-                f"--cachegrind-out-file={out}",
-                str(BIN / "python"),
-                str(DRIVER),
-                str(streams),
-            ],
-            env=clean_env(
-                PYTHONHASHSEED="0",
-                PYTHONPATH=str(source),
-                **env,
-            ),
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=True,
-        )
-        summary = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
-        assert summary is not None, "no summary line in the cachegrind output"
-        return int(summary.group(1))
+def run_cachegrind(source: Path, env: dict[str, str], streams: int, out: Path) -> None:
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            f"--cachegrind-out-file={out}",
+            str(BIN / "python"),
+            str(DRIVER),
+            str(streams),
+        ],
+        env=clean_env(PYTHONHASHSEED="0", PYTHONPATH=str(source), **env),
+        cwd=out.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def per_function(out: Path) -> Counter[str]:
+    """Instructions by function name (all files), from a cachegrind output file."""
+    counts: Counter[str] = Counter()
+    function = ""
+    for line in out.read_text().splitlines():
+        if line.startswith("fn="):
+            function = line[3:]
+        elif line[:1].isdigit():
+            fields = line.split()
+            if len(fields) >= 2:
+                counts[function] += int(fields[1])
+    return counts
+
+
+def summary(out: Path) -> int:
+    found = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
+    assert found is not None, "no summary line in the cachegrind output"
+    return int(found.group(1))
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = subprocess.Popen(
+        [str(BIN / "python"), str(Path(__file__).with_name("otlp_sink.py")), str(port)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
+def count(source: Path, env: dict[str, str], keep: Path) -> tuple[float, Counter[str]]:
+    """Instructions per stream, in all and by function."""
+    results = {}
+    for streams in (SMALL, LARGE):
+        out = keep / f"cachegrind.{streams}.out"
+        run_cachegrind(source, env, streams, out)
+        results[streams] = (summary(out), per_function(out))
+    (small, small_fns), (large, large_fns) = results[SMALL], results[LARGE]
+    functions = Counter({fn: large_fns[fn] - small_fns.get(fn, 0) for fn in large_fns})
+    return (large - small) / (LARGE - SMALL), functions
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to count")
+    parser.add_argument("--only", default="", help="one variant (name prefix) and the baseline")
     args = parser.parse_args()
     source = args.source.resolve()
     commit = subprocess.run(
@@ -74,15 +143,35 @@ def main() -> int:
     ).stdout.strip()
     print(f"source: {source} ({commit}); instructions per stream = (Ir@{LARGE} - Ir@{SMALL})")
     print(f"/ {LARGE - SMALL}")
-    print("| variant | instructions per stream |")
-    print("|---|---|")
+    print("| variant | instructions per stream | over the baseline |")
+    print("|---|---|---|")
+    chosen = {
+        name: env
+        for name, env in VARIANTS.items()
+        if name == BASELINE or name.startswith(args.only)
+    }
     per_stream: dict[str, float] = {}
-    for name, env in VARIANTS.items():
-        counts = {n: instructions(source, env, n) for n in (SMALL, LARGE)}
-        per_stream[name] = (counts[LARGE] - counts[SMALL]) / (LARGE - SMALL)
-        print(f"| {name} | {per_stream[name] / 1e6:.2f} M |", flush=True)
-    baseline, full = per_stream.values()
-    print(f"| added by telemetry | {(full - baseline) / 1e6:+.2f} M |")
+    functions: dict[str, Counter[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
+        for name, env in chosen.items():
+            if name == SINK:
+                env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": sink}
+            keep = Path(tmp) / str(len(per_stream))
+            keep.mkdir()
+            per_stream[name], functions[name] = count(source, env, keep)
+            added = per_stream[name] - per_stream[BASELINE]
+            shown = "-" if name == BASELINE else f"{added / 1e6:+.2f} M"
+            print(f"| {name} | {per_stream[name] / 1e6:.2f} M | {shown} |", flush=True)
+    if FULL in functions:
+        split = functions[FULL]
+        split.subtract(functions[BASELINE])
+        total = per_stream[FULL] - per_stream[BASELINE]
+        print(f"\nWhere full telemetry's {total / 1e6:+.2f} M per stream go (C functions):\n")
+        print("| function | instructions per stream | share |")
+        print("|---|---|---|")
+        for function, added in split.most_common(TOP_FUNCTIONS):
+            per = added / (LARGE - SMALL)
+            print(f"| `{function}` | {per / 1e6:+.2f} M | {per / total:.0%} |")
     return 0
 
 

@@ -17,7 +17,12 @@ from app.asgi import build
 async def drive(streams: int) -> None:
     app = build()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+    # The app's lifespan, as a server runs it: at the end the telemetry is flushed, so an
+    # exporting variant counts every export, not only those its schedule happened to run.
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+    ):
         for n in range(streams):
             body = {"query": "Senior Python engineer, FastAPI, Kafka", "session_id": f"ir-{n}"}
             response = await client.post("/api/fit-check/stream", json=body)

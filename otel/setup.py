@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
+from otel.exemplars import EXEMPLAR_VIEWS
 from otel.exporters import (
     ExporterName,
     chosen,
@@ -186,7 +187,7 @@ def setup_telemetry(
     for metric_exporter in metric_exporters(metric_exports, protocol, metrics_endpoint):
         readers.append(PeriodicExportingMetricReader(metric_exporter))
     meter_provider = MeterProvider(
-        resource=resource, metric_readers=readers, shutdown_on_exit=False
+        resource=resource, metric_readers=readers, views=EXEMPLAR_VIEWS, shutdown_on_exit=False
     )
 
     telemetry = Telemetry(

@@ -266,3 +266,22 @@ async def test_promtool_finds_nothing_wrong(client: httpx.AsyncClient) -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
+
+
+async def test_exemplars_only_on_the_duration_histograms(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    """A duration's exemplar opens a request that was that slow; a counter's would only
+    cost each measurement a reservoir offer."""
+    await client.post(STREAM, json=QUERY)
+    with_exemplars = {
+        metric.name for metric, point in harness.telemetry.metric_points() if point.exemplars
+    }
+    assert with_exemplars == {
+        "fit_check.request.duration",
+        "fit_check.time_to_first_event",
+        "fit_check.phase.duration",
+        "fit_check.llm.latency",
+        "fit_check.search.latency",
+        "gen_ai.client.operation.duration",
+    }
