@@ -68,11 +68,12 @@ logs:
 # --- benchmarks (bench/, results in docs/performance.md) -----------------------------
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.ir
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
 
-# Instructions per stream under valgrind (deterministic, about a minute): to decide
+# Instructions per stream under valgrind (deterministic, about five minutes): to decide
 # between changes. /health latency under hostile clients (about a minute).
 bench-ir: install
 	$(BIN)/python -m bench.ir

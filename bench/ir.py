@@ -96,43 +96,109 @@ def summary(out: Path) -> int:
     return int(found.group(1))
 
 
-@contextlib.contextmanager
-def otlp_sink() -> Iterator[str]:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sink = subprocess.Popen(
-        [str(BIN / "python"), str(Path(__file__).with_name("otlp_sink.py")), str(port)]
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def loopback_server(*args: str) -> Iterator[str]:
+    """A helper process serving HTTP on a free loopback port (its work is not counted)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "python"), *args, str(port)]
+        if args[0].endswith(".py")
+        else [str(BIN / "python"), "-m", args[0], str(port), *args[1:]],
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=1).status_code == 200:
+                if httpx.get(url, timeout=1).status_code < 500:
                     break
             time.sleep(0.1)
         yield url
     finally:
-        sink.terminate()
-        sink.wait(10)
+        server.terminate()
+        server.wait(10)
 
 
-def count(source: Path, env: dict[str, str], keep: Path) -> tuple[float, Counter[str]]:
+def otlp_sink() -> contextlib.AbstractContextManager[str]:
+    return loopback_server(str(Path(__file__).with_name("otlp_sink.py")))
+
+
+def count(
+    source: Path, env: dict[str, str], keep: Path, sizes: tuple[int, int] = (SMALL, LARGE)
+) -> tuple[float, Counter[str]]:
     """Instructions per stream, in all and by function."""
     results = {}
-    for streams in (SMALL, LARGE):
+    for streams in sizes:
         out = keep / f"cachegrind.{streams}.out"
         run_cachegrind(source, env, streams, out)
         results[streams] = (summary(out), per_function(out))
-    (small, small_fns), (large, large_fns) = results[SMALL], results[LARGE]
+    (small, small_fns), (large, large_fns) = results[sizes[0]], results[sizes[1]]
     functions = Counter({fn: large_fns[fn] - small_fns.get(fn, 0) for fn in large_fns})
-    return (large - small) / (LARGE - SMALL), functions
+    return (large - small) / (sizes[1] - sizes[0]), functions
+
+
+#: The realistic stream: real providers' HTTP code against a loopback fake that streams
+#: this many chunks per LLM call (3 calls a stream) and answers 5 results per search.
+CHUNKS = (10, 300, 3000)
+REALISTIC_SIZES = (2, 12)
+
+
+def provider_env(url: str) -> dict[str, str]:
+    return {
+        "FIT_CHECK_LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": f"{url}/v1",
+        "OPENAI_API_KEY": "sk-bench",
+        "FIT_CHECK_SEARCH_PROVIDER": "google",
+        "GOOGLE_SEARCH_URL": f"{url}/customsearch/v1",
+        "GOOGLE_API_KEY": "g-bench",
+        "GOOGLE_CSE_ID": "cse-bench",
+    }
+
+
+def realistic(source: Path) -> None:
+    """Telemetry's share of a realistic stream's instructions, at 10, 300, 3,000 chunks."""
+    sizes = REALISTIC_SIZES
+    print("\nRealistic stream (OpenAI-compatible and Google search providers against a")
+    print(f"loopback fake; (Ir@{sizes[1]} - Ir@{sizes[0]}) / {sizes[1] - sizes[0]}; full exports")
+    print("over OTLP/HTTP to a loopback sink):\n")
+    print("| chunks per LLM call | baseline | full telemetry | added | share of the stream |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
+        for chunks in CHUNKS:
+            with loopback_server("bench.fake_provider", str(chunks)) as api:
+                base_env = {**VARIANTS[BASELINE], **provider_env(api)}
+                full_env = {
+                    **VARIANTS[SINK],
+                    **provider_env(api),
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+                }
+                per_stream = {}
+                for name, env in (("baseline", base_env), ("full", full_env)):
+                    keep = Path(tmp) / f"{chunks}-{name}"
+                    keep.mkdir()
+                    per_stream[name], _ = count(source, env, keep, sizes)
+            added = per_stream["full"] - per_stream["baseline"]
+            print(
+                f"| {chunks} | {per_stream['baseline'] / 1e6:.2f} M | "
+                f"{per_stream['full'] / 1e6:.2f} M | {added / 1e6:+.2f} M | "
+                f"{added / per_stream['full']:.0%} |",
+                flush=True,
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to count")
     parser.add_argument("--only", default="", help="one variant (name prefix) and the baseline")
+    parser.add_argument(
+        "--realistic", action="store_true", help="only the realistic stream at 10-3,000 chunks"
+    )
     args = parser.parse_args()
     source = args.source.resolve()
     commit = subprocess.run(
@@ -143,6 +209,9 @@ def main() -> int:
     ).stdout.strip()
     print(f"source: {source} ({commit}); instructions per stream = (Ir@{LARGE} - Ir@{SMALL})")
     print(f"/ {LARGE - SMALL}")
+    if args.realistic:
+        realistic(source)
+        return 0
     print("| variant | instructions per stream | over the baseline |")
     print("|---|---|---|")
     chosen = {
@@ -172,6 +241,8 @@ def main() -> int:
         for function, added in split.most_common(TOP_FUNCTIONS):
             per = added / (LARGE - SMALL)
             print(f"| `{function}` | {per / 1e6:+.2f} M | {per / total:.0%} |")
+    if not args.only:
+        realistic(source)
     return 0
 
 

@@ -29,6 +29,8 @@ class FakeAPI:
     model: str = "fake-gpt-2026-01-01"
     #: False: answer one plain chat.completion, as servers that ignore `stream` do.
     streams: bool = True
+    #: Items in each search answer.
+    results: int = 1
 
     def app(self) -> Starlette:
         return Starlette(
@@ -115,9 +117,10 @@ class FakeAPI:
                 "items": [
                     {
                         "title": f"Acme Corp hiring: Python, Kafka ({q[:20]})",
-                        "link": f"https://example.org/acme/{len(self.requests)}",
+                        "link": f"https://example.org/acme/{len(self.requests)}/{n}",
                         "snippet": "Acme runs Python on Kubernetes with Kafka and PostgreSQL.",
-                    },
+                    }
+                    for n in range(self.results)
                 ]
             }
         )

@@ -157,3 +157,15 @@ async def test_an_empty_answer_is_an_llm_error_never_an_empty_success(
     assert not [n for n, _ in events if n == "response"]
     assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="error") == 1
     assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="success") == 0
+
+
+async def test_httpcore_finds_sniffio_so_no_call_pays_for_a_failed_import() -> None:
+    """httpcore imports sniffio on every connection and lock set-up; when it is missing
+    each of those walks sys.path (encode/httpcore#1103): a quarter of a real-provider
+    stream's CPU (docs/performance.md). It is a declared dependency for that reason."""
+    import sys
+
+    import httpcore._synchronization
+
+    assert httpcore._synchronization.current_async_library() == "asyncio"
+    assert "sniffio" in sys.modules
