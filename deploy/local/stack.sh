@@ -31,8 +31,9 @@
 #   VictoriaLogs (data in $FIT_CHECK_STACK_DIR/victorialogs-data, fresh per `up` like
 #   Prometheus' unless FIT_CHECK_STACK_KEEP_DATA=1).
 # Tail sampling: FIT_CHECK_TRACE_SAMPLE_PERCENT (share of successful, fast traces kept;
-#   default 100 here, 10 in compose), FIT_CHECK_TRACE_DECISION_WAIT (default 5s here: the
-#   offline streams take a second or two; compose waits 135s), FIT_CHECK_TRACE_SLOW_MS.
+#   default 100 here, 10 in compose), FIT_CHECK_TRACE_DECISION_WAIT (default 2s here: the
+#   stack keeps every trace, and a later span of a kept trace follows its decision;
+#   compose waits 135s), FIT_CHECK_TRACE_SLOW_MS.
 #
 # Prometheus cannot expand env vars in scrape targets, so `up` renders a copy of
 # deploy/prometheus/prometheus.yml with the compose targets "otel-collector:8889" and
@@ -217,7 +218,7 @@ up_collector() {
     FIT_CHECK_LOG_FILES="$RUN_DIR/logs/*.log*"
     FIT_CHECK_COLLECTOR_STORAGE="$RUN_DIR/collector-storage"
     FIT_CHECK_TRACE_SAMPLE_PERCENT="${FIT_CHECK_TRACE_SAMPLE_PERCENT:-100}"
-    FIT_CHECK_TRACE_DECISION_WAIT="${FIT_CHECK_TRACE_DECISION_WAIT:-5s}"
+    FIT_CHECK_TRACE_DECISION_WAIT="${FIT_CHECK_TRACE_DECISION_WAIT:-2s}"
     FIT_CHECK_TRACE_SLOW_MS="${FIT_CHECK_TRACE_SLOW_MS:-60000}")
   mkdir -p "$RUN_DIR/logs" "$RUN_DIR/collector-storage"
   start collector "$COLLECTOR_BIN" --config "$REPO_ROOT/otel-collector.yaml"
@@ -324,19 +325,19 @@ cmd_down() {
 
 cmd_status() {
   local name pid state=0
-  printf '%-11s %-8s %-7s %s\n' COMPONENT PID READY URL
+  printf '%-13s %-8s %-7s %s\n' COMPONENT PID READY URL
   for name in "${COMPONENTS[@]}"; do
     pid="$(live_pid "$name")"
     if [[ -z "$pid" ]]; then
       [[ "$name" == service ]] || state=1
-      printf '%-11s %-8s %-7s %s\n' "$name" - - "(not running)"
+      printf '%-13s %-8s %-7s %s\n' "$name" - - "(not running)"
       continue
     fi
     if http_ok "$(component_url "$name")"; then
-      printf '%-11s %-8s %-7s %s\n' "$name" "$pid" yes "$(component_url "$name")"
+      printf '%-13s %-8s %-7s %s\n' "$name" "$pid" yes "$(component_url "$name")"
     else
       state=1
-      printf '%-11s %-8s %-7s %s\n' "$name" "$pid" no "$(component_url "$name")"
+      printf '%-13s %-8s %-7s %s\n' "$name" "$pid" no "$(component_url "$name")"
     fi
   done
   cat <<EOF
