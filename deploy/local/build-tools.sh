@@ -123,36 +123,39 @@ build_in_module() {
   rm -rf "$src" # the module cache keeps the source; the copy was only for the build
 }
 
-# --- (b) Jaeger v2 ---------------------------------------------------------------------
-build_jaeger() {
-  local want="jaeger $JAEGER_V2_VERSION ($JAEGER_MODULE@$JAEGER_MODULE_VERSION)"
-  if stamp_ok "$JAEGER_BIN.version" "$want" && [[ -x "$JAEGER_BIN" ]]; then
-    log "jaeger $JAEGER_V2_VERSION: cached ($JAEGER_BIN)"
-    return
-  fi
-  need_go
-  local t0=$SECONDS vpkg="$JAEGER_MODULE/internal/version"
-  log "building jaeger $JAEGER_V2_VERSION from $JAEGER_MODULE@$JAEGER_MODULE_VERSION (cmd/jaeger; no UI assets: the query API still serves)"
-  build_in_module "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION" ./cmd/jaeger "$JAEGER_BIN" \
-    "-s -w -X $vpkg.latestVersion=$JAEGER_V2_VERSION -X $vpkg.commitSHA=$JAEGER_MODULE_VERSION -X $vpkg.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "$want" >"$JAEGER_BIN.version"
-  log "jaeger built in $((SECONDS - t0))s"
-}
-
-# --- (e) VictoriaLogs ----------------------------------------------------------------------
-build_victorialogs() {
-  local want="victoria-logs $VICTORIALOGS_VERSION ($VICTORIALOGS_MODULE)"
-  if stamp_ok "$VICTORIALOGS_BIN.version" "$want" && [[ -x "$VICTORIALOGS_BIN" ]]; then
-    log "victoria-logs $VICTORIALOGS_VERSION: cached ($VICTORIALOGS_BIN)"
+# build_cached LABEL BIN WANT NOTE MODULE VERSION PACKAGE LDFLAGS: BIN built from
+# MODULE@VERSION unless its stamp already says WANT; LABEL and NOTE are for the log.
+build_cached() {
+  local label=$1 bin=$2 want=$3 note=$4 module=$5 version=$6 pkg=$7 ldflags=$8
+  if stamp_ok "$bin.version" "$want" && [[ -x "$bin" ]]; then
+    log "$label: cached ($bin)"
     return
   fi
   need_go
   local t0=$SECONDS
-  log "building victoria-logs $VICTORIALOGS_VERSION from $VICTORIALOGS_MODULE (app/victoria-logs, vmui embedded)"
-  build_in_module "$VICTORIALOGS_MODULE" "$VICTORIALOGS_VERSION" ./app/victoria-logs "$VICTORIALOGS_BIN" \
+  log "building $label from $module@$version${note:+ ($note)}"
+  build_in_module "$module" "$version" "$pkg" "$bin" "$ldflags"
+  echo "$want" >"$bin.version"
+  log "$label built in $((SECONDS - t0))s"
+}
+
+# --- (b) Jaeger v2 ---------------------------------------------------------------------
+build_jaeger() {
+  local vpkg="$JAEGER_MODULE/internal/version"
+  build_cached "jaeger $JAEGER_V2_VERSION" "$JAEGER_BIN" \
+    "jaeger $JAEGER_V2_VERSION ($JAEGER_MODULE@$JAEGER_MODULE_VERSION)" \
+    "cmd/jaeger; no UI assets: the query API still serves" \
+    "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION" ./cmd/jaeger \
+    "-s -w -X $vpkg.latestVersion=$JAEGER_V2_VERSION -X $vpkg.commitSHA=$JAEGER_MODULE_VERSION -X $vpkg.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+
+# --- (e) VictoriaLogs ----------------------------------------------------------------------
+build_victorialogs() {
+  build_cached "victoria-logs $VICTORIALOGS_VERSION" "$VICTORIALOGS_BIN" \
+    "victoria-logs $VICTORIALOGS_VERSION ($VICTORIALOGS_MODULE)" \
+    "app/victoria-logs, vmui embedded" \
+    "$VICTORIALOGS_MODULE" "$VICTORIALOGS_VERSION" ./app/victoria-logs \
     "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-$VICTORIALOGS_VERSION"
-  echo "$want" >"$VICTORIALOGS_BIN.version"
-  log "victoria-logs built in $((SECONDS - t0))s"
 }
 
 # --- (c) Prometheus from Debian -------------------------------------------------------
@@ -194,18 +197,10 @@ install_prometheus() {
 
 # --- (d) docker compose CLI (optional) ----------------------------------------------------
 build_compose() {
-  local bin="$BIN/docker-compose" want="docker-compose $COMPOSE_VERSION"
-  if stamp_ok "$bin.version" "$want" && [[ -x "$bin" ]]; then
-    log "docker-compose $COMPOSE_VERSION: cached ($bin)"
-    return
-  fi
-  need_go
-  local t0=$SECONDS
-  log "building docker-compose $COMPOSE_VERSION from $COMPOSE_MODULE@$COMPOSE_VERSION"
-  build_in_module "$COMPOSE_MODULE" "$COMPOSE_VERSION" ./cmd "$bin" \
+  build_cached "docker-compose $COMPOSE_VERSION" "$BIN/docker-compose" \
+    "docker-compose $COMPOSE_VERSION" "" \
+    "$COMPOSE_MODULE" "$COMPOSE_VERSION" ./cmd \
     "-s -w -X $COMPOSE_MODULE/internal.Version=$COMPOSE_VERSION"
-  echo "$want" >"$bin.version"
-  log "docker-compose built in $((SECONDS - t0))s"
 }
 
 build_collector

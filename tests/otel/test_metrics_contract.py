@@ -285,3 +285,31 @@ async def test_exemplars_only_on_the_duration_histograms(
         "fit_check.search.latency",
         "gen_ai.client.operation.duration",
     }
+
+
+#: Each family's HELP line: what an operator reads in Prometheus and Grafana.
+HELP = {
+    "fit_check_requests": "Fit check requests by outcome",
+    "fit_check_request_duration_seconds": "Time from request start to the end of its stream",
+    "fit_check_time_to_first_event_seconds": (
+        "Time from request start until the client got its first phase event"
+    ),
+    "fit_check_phase_completions": "Pipeline phases finished, by outcome",
+    "fit_check_phase_duration_seconds": "Time spent in each pipeline phase",
+    "fit_check_rejected_requests": "Requests refused before any work started, by reason",
+    "fit_check_llm_calls": "LLM calls by model and outcome",
+    "fit_check_llm_latency_seconds": "LLM call latency, whole stream",
+    "fit_check_search_calls": "Search provider calls by provider and outcome",
+    "fit_check_search_latency_seconds": "Search provider call latency",
+    "gen_ai_client_operation_duration_seconds": "GenAI operation duration",
+    "gen_ai_client_token_usage": "Tokens used per GenAI operation",
+    "fit_check_build_info": "Build information (value is always 1)",
+    "fit_check_active_sessions": "Fit check sessions streaming right now",
+    "fit_check_circuit_breaker_state": "Circuit breaker state (0=closed, 1=open, 2=half_open)",
+}
+
+
+async def test_every_family_says_what_it_counts(client: httpx.AsyncClient) -> None:
+    await client.post(STREAM, json=QUERY)  # histograms appear with their first value
+    families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
+    assert {name: families[name].documentation for name in HELP} == HELP
