@@ -313,3 +313,17 @@ async def test_every_family_says_what_it_counts(client: httpx.AsyncClient) -> No
     await client.post(STREAM, json=QUERY)  # histograms appear with their first value
     families = {f.name: f for f in text_string_to_metric_families((await scrape(client)).text)}
     assert {name: families[name].documentation for name in HELP} == HELP
+
+
+async def test_every_instrument_has_its_unit(harness: Harness, client: httpx.AsyncClient) -> None:
+    """OTLP carries the unit apart from the name: seconds for durations, UCUM's
+    ``{token}`` for the token counts, none for counts."""
+    await client.post(STREAM, json=QUERY)
+    units = {metric.name: metric.unit for metric, _ in harness.telemetry.metric_points()}
+    durations = {name for name in units if "duration" in name or "latency" in name}
+    durations.add("fit_check.time_to_first_event")
+    assert {units[name] for name in durations} == {"s"}
+    assert units["gen_ai.client.token.usage"] == "{token}"
+    assert {units[name] for name in units.keys() - durations - {"gen_ai.client.token.usage"}} == {
+        ""
+    }
