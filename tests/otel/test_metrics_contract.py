@@ -13,6 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.pipeline.events import PHASES
+from otel.setup import TelemetryConfig
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, in_process_client
 
@@ -188,7 +189,13 @@ async def test_values_follow_the_traffic(harness: Harness, client: httpx.AsyncCl
     assert sample("fit_check_llm_calls", "_total", model="offline-analyzer", status="success") == 3
     assert sample("fit_check_active_sessions", "") == 0
     build = next(iter(families["fit_check_build_info"].samples))
-    assert build.value == 1 and build.labels["version"]
+    # The harness's telemetry has TelemetryConfig's version (the service passes its own).
+    assert build.value == 1 and build.labels["version"] == TelemetryConfig().service_version
+    # Every duration is a real one: positive, and shorter than this offline stream's run.
+    for name, family in families.items():
+        if name.endswith("_seconds"):
+            total = sum(s.value for s in family.samples if s.name == name + "_sum")
+            assert 0 < total < 10, (name, total)
 
 
 async def test_zero_filled_before_any_request(client: httpx.AsyncClient) -> None:

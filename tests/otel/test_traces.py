@@ -153,6 +153,7 @@ async def test_timeout_marks_the_request_span(harness_factory: HarnessFactory) -
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
     assert attrs(root)["fit_check.outcome"] == "timeout"
+    assert (root.status.status_code, root.status.description) == (StatusCode.ERROR, "timeout")
     # The phase running when time ran out: the first LLM phase, unless a loaded machine
     # took the whole budget before it.
     phases = [s for s in spans if s.name.startswith("fit_check.phase ")]

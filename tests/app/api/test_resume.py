@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from app.pipeline.event_ids import parse_last_event_id
 from tests.fakes import counting_providers
@@ -191,6 +191,7 @@ async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
     assert h.telemetry.open_spans.open == 0
     root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
     assert attrs(root)["fit_check.cancel_reason"] == "client_gone"
+    assert (root.status.status_code, root.status.description) == (StatusCode.ERROR, "cancelled")
 
 
 async def test_a_result_finished_while_the_client_was_away_is_still_delivered(
