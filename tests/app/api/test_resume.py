@@ -171,7 +171,7 @@ async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace
 
 
 async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.01)
     h = harness_factory(providers=providers, resume_window_s=0.3)
@@ -192,6 +192,8 @@ async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
     root = next(s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER)
     assert attrs(root)["fit_check.cancel_reason"] == "client_gone"
     assert (root.status.status_code, root.status.description) == (StatusCode.ERROR, "cancelled")
+    messages = [json.loads(line)["message"] for line in json_log.getvalue().splitlines()]
+    assert messages.count("Nobody came back for the session; dropping it") == 1
 
 
 async def test_a_result_finished_while_the_client_was_away_is_still_delivered(

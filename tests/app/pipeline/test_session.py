@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -81,7 +83,7 @@ async def test_resumable_only_after_events_it_sent_and_not_after_the_end(
 
 
 async def test_a_reader_behind_the_replay_buffer_ends_and_cannot_resume(
-    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]],
+    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]], json_log: io.StringIO
 ) -> None:
     run, pipeline, closed = session
     run.start()
@@ -91,6 +93,12 @@ async def test_a_reader_behind_the_replay_buffer_ends_and_cannot_resume(
     assert run.can_resume_after(118)
     behind = [frame async for frame in run.frames(after=0)]
     assert behind == []  # ends at once: the frames it needs are gone
+    warnings = [
+        line["message"]
+        for line in map(json.loads, json_log.getvalue().splitlines())
+        if line["level"] == "WARNING"
+    ]
+    assert warnings == ["Reader fell behind the replay buffer; ending its stream"]
     run.abandon()
     await run.linger()
     assert closed == [run]
