@@ -103,15 +103,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def loopback_server(*args: str) -> Iterator[str]:
-    """A helper process serving HTTP on a free loopback port (its work is not counted)."""
+def loopback_server(module: str, *args: str) -> Iterator[str]:
+    """``python -m module PORT args...`` serving HTTP on a free loopback port, in a process
+    of its own (its work is not counted)."""
     port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "python"), *args, str(port)]
-        if args[0].endswith(".py")
-        else [str(BIN / "python"), "-m", args[0], str(port), *args[1:]],
-        cwd=ROOT,
-    )
+    server = subprocess.Popen([str(BIN / "python"), "-m", module, str(port), *args], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -126,7 +122,7 @@ def loopback_server(*args: str) -> Iterator[str]:
 
 
 def otlp_sink() -> contextlib.AbstractContextManager[str]:
-    return loopback_server(str(Path(__file__).with_name("otlp_sink.py")))
+    return loopback_server("bench.otlp_sink")
 
 
 def count(
