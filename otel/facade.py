@@ -46,7 +46,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from otel.context import SESSION_ID_ATTRIBUTE, bind_session
-from otel.metrics import REQUEST_STATUSES, CallStatus, Instruments, RequestStatus
+from otel.metrics import CallStatus, Instruments, RequestStatus
 
 log = logging.getLogger("fit_check.telemetry")
 
@@ -151,9 +151,6 @@ class Telemetry:
         self._tracer = tracer
         self._instruments = Instruments(meter, service_version=service_version)
         self._render_metrics = render_metrics
-        self._status_attrs: dict[RequestStatus, dict[str, AttributeValue]] = {
-            status: {"status": status} for status in REQUEST_STATUSES
-        }
 
     # --- wiring --------------------------------------------------------------------
     def prepare(
@@ -227,7 +224,7 @@ class Telemetry:
         if scope.outcome == CANCELLED and scope.cancel_reason:
             span.set_attribute(CANCEL_REASON_ATTRIBUTE, scope.cancel_reason)
             extra["reason"] = scope.cancel_reason
-        self._instruments.requests.add(1, self._status_attrs[scope.outcome])
+        self._instruments.requests.add(1, {"status": scope.outcome})
         self._instruments.request_duration.record(duration)
         log.info("Request completed", extra=extra)
 
