@@ -10,10 +10,11 @@ POSTs N offline streams through ``httpx.ASGITransport`` (no sockets), under
 Variants: the baseline (``OTEL_SDK_DISABLED``), full telemetry, full telemetry with one
 piece switched off (log lines, spans), and full telemetry exporting over OTLP/HTTP to a
 loopback sink (``bench/otlp_sink.py``; its export thread's batches depend on timing, so
-this one repeats to about 1% rather than 0.1%). Then the telemetry's share split by the
-interpreter's C functions (cachegrind sees C, not Python: ``_PyEval_EvalFrameDefault`` is
-Python code running, the others are where it spends in C), per stream, full minus
-baseline.
+this one repeats to about 1% rather than 0.1%), against the stock SDK's floor: the same
+telemetry units made by the stock SDK alone (``bench/floor_drive.py``). Then the
+telemetry's share split by the interpreter's C functions (cachegrind sees C, not Python:
+``_PyEval_EvalFrameDefault`` is Python code running, the others are where it spends in
+C), per stream, full minus baseline.
 
 ``--source DIR`` counts another checkout (e.g. a ``git worktree`` of an older commit)
 with this venv, for a before/after comparison of a change; ``--only NAME`` (a prefix)
@@ -39,6 +40,8 @@ import httpx
 from bench.servers import BIN, ROOT, clean_env
 
 DRIVER = Path(__file__).with_name("ir_drive.py")
+#: The same telemetry units with the stock SDK and nothing else: the floor to compare to.
+FLOOR_DRIVER = Path(__file__).with_name("floor_drive.py")
 SMALL, LARGE = 10, 60
 BASELINE = "baseline (OTEL_SDK_DISABLED, WARNING logs)"
 FULL = "full telemetry (JSON INFO logs, no OTLP endpoint)"
@@ -57,7 +60,9 @@ VARIANTS: dict[str, dict[str, str]] = {
 TOP_FUNCTIONS = 12
 
 
-def run_cachegrind(source: Path, env: dict[str, str], streams: int, out: Path) -> None:
+def run_cachegrind(
+    source: Path, env: dict[str, str], streams: int, out: Path, driver: Path = DRIVER
+) -> None:
     subprocess.run(
         [
             "valgrind",
@@ -65,7 +70,7 @@ def run_cachegrind(source: Path, env: dict[str, str], streams: int, out: Path) -
             "--cache-sim=no",
             f"--cachegrind-out-file={out}",
             str(BIN / "python"),
-            str(DRIVER),
+            str(driver),
             str(streams),
         ],
         env=clean_env(PYTHONHASHSEED="0", PYTHONPATH=str(source), **env),
@@ -126,13 +131,17 @@ def otlp_sink() -> contextlib.AbstractContextManager[str]:
 
 
 def count(
-    source: Path, env: dict[str, str], keep: Path, sizes: tuple[int, int] = (SMALL, LARGE)
+    source: Path,
+    env: dict[str, str],
+    keep: Path,
+    sizes: tuple[int, int] = (SMALL, LARGE),
+    driver: Path = DRIVER,
 ) -> tuple[float, Counter[str]]:
     """Instructions per stream, in all and by function."""
     results = {}
     for streams in sizes:
         out = keep / f"cachegrind.{streams}.out"
-        run_cachegrind(source, env, streams, out)
+        run_cachegrind(source, env, streams, out, driver)
         results[streams] = (summary(out), per_function(out))
     (small, small_fns), (large, large_fns) = results[sizes[0]], results[sizes[1]]
     functions = Counter({fn: large_fns[fn] - small_fns.get(fn, 0) for fn in large_fns})
@@ -227,6 +236,16 @@ def main() -> int:
             added = per_stream[name] - per_stream[BASELINE]
             shown = "-" if name == BASELINE else f"{added / 1e6:+.2f} M"
             print(f"| {name} | {per_stream[name] / 1e6:.2f} M | {shown} |", flush=True)
+        if SINK in per_stream:
+            keep = Path(tmp) / "floor"
+            keep.mkdir()
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}
+            floor, _ = count(source, env, keep, driver=FLOOR_DRIVER)
+            ours = per_stream[SINK] - per_stream[BASELINE]
+            print(f"\nThe stock SDK's floor for the same units ({FLOOR_DRIVER.name}: 10 spans,")
+            print("30 measurements, 12 JSON lines, exported; no app): ")
+            print(f"{floor / 1e6:.2f} M per stream; this service's exporting telemetry adds")
+            print(f"{ours / 1e6:.2f} M, {ours / floor:.2f}x the floor.", flush=True)
     if FULL in functions:
         split = functions[FULL]
         split.subtract(functions[BASELINE])
