@@ -67,6 +67,8 @@ def build_app(
     telemetry = runtime.telemetry
     if providers is None:
         tracer_provider = runtime.tracer_provider
+        if "httpx" in settings.disabled_instrumentations:
+            tracer_provider = None
 
         def trace_http(client: httpx.AsyncClient) -> None:
             if tracer_provider is not None:

@@ -158,6 +158,14 @@ class Settings(BaseSettings):
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
+    # OpenTelemetry Python's own list of instrumentations not to load. "httpx" drops the
+    # outbound HTTP client spans (and the traceparent on provider requests): about 1.3 M
+    # instructions per provider request (docs/performance.md). The LLM and search spans
+    # stay; other names are instrumentations this service does not use, except the
+    # server's, which is refused below.
+    disabled_instrumentations: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), validation_alias="OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+    )
     # The SDK's default batch is 512 spans: encoding one holds the GIL long enough to
     # triple the p99 of streams in flight (docs/performance.md). The queue size is read
     # here too, so that a small queue also caps the batch instead of failing the start.
@@ -213,6 +221,22 @@ class Settings(BaseSettings):
             names = tuple(name.strip().lower() for name in value.split(",") if name.strip())
             return names or None
         return value
+
+    @field_validator("disabled_instrumentations", mode="before")
+    @classmethod
+    def _split_instrumentations(cls, value: object) -> object:
+        """``"httpx, requests"`` -> ``{"httpx", "requests"}``; the server span cannot go."""
+        if not isinstance(value, str):
+            return value
+        names = frozenset(name.strip().lower() for name in value.split(",") if name.strip())
+        server = names & {"fastapi", "asgi", "starlette"}
+        if server:
+            raise ValueError(
+                f"{', '.join(sorted(server))} cannot be disabled: the server span is each "
+                "request's span, which phases, logs and exemplars hang from "
+                "(OTEL_SDK_DISABLED=true turns all telemetry off)"
+            )
+        return names
 
     @field_validator("log_level")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
 from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import (
@@ -17,6 +18,7 @@ from tests.helpers import (
     LiveServerFactory,
     attrs,
     in_process_client,
+    make_settings,
     parse_sse,
 )
 
@@ -72,6 +74,28 @@ async def test_stream_runs_on_openai_and_google_protocols(
     http_spans = [s for s in spans if s.kind is SpanKind.CLIENT and s.name in ("POST", "GET")]
     assert len(http_spans) == 6
     assert all(attrs(s)["session_id"] == "real-providers" for s in http_spans)
+
+
+async def test_outbound_http_spans_go_with_the_standard_variable_and_the_rest_stays(
+    harness_factory: HarnessFactory,
+    live_server: LiveServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "requests, HTTPX")
+    fake = FakeAPI()
+    h, events = await run_stream(harness_factory, live_server, fake)
+    assert events[-1][0] == "complete", events[-1]
+    spans = h.telemetry.finished_spans()
+    clients = sorted(s.name for s in spans if s.kind is SpanKind.CLIENT)
+    assert clients == ["chat gpt-test"] * 3 + ["search google"]
+    assert all(s.kind is not SpanKind.CLIENT or attrs(s)["session_id"] for s in spans)
+    assert fake.requests and not any("traceparent" in r["headers"] for r in fake.requests)
+
+
+def test_the_server_span_cannot_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "httpx,fastapi")
+    with pytest.raises(ValidationError, match="fastapi cannot be disabled"):
+        make_settings()
 
 
 @pytest.mark.parametrize("status", [200, 500])
