@@ -167,13 +167,18 @@ def provider_env(url: str) -> dict[str, str]:
 
 
 def realistic(source: Path) -> None:
-    """Telemetry's share of a realistic stream's instructions, at 10, 300, 3,000 chunks."""
+    """Telemetry's share of a realistic stream's instructions, at 10, 300, 3,000 chunks,
+    with and without the outbound HTTP client spans."""
     sizes = REALISTIC_SIZES
     print("\nRealistic stream (OpenAI-compatible and Google search providers against a")
     print(f"loopback fake; (Ir@{sizes[1]} - Ir@{sizes[0]}) / {sizes[1] - sizes[0]}; full exports")
-    print("over OTLP/HTTP to a loopback sink):\n")
-    print("| chunks per LLM call | baseline | full telemetry | added | share of the stream |")
-    print("|---|---|---|---|---|")
+    print("over OTLP/HTTP to a loopback sink; the last two columns with")
+    print("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=httpx, no HTTP client spans):\n")
+    print(
+        "| chunks per LLM call | baseline | full telemetry | added | share of the stream "
+        "| added, no HTTP client spans | share |"
+    )
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
         for chunks in CHUNKS:
             with loopback_server("bench.fake_provider", str(chunks)) as api:
@@ -183,16 +188,19 @@ def realistic(source: Path) -> None:
                     **provider_env(api),
                     "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
                 }
+                lean_env = {**full_env, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx"}
                 per_stream = {}
-                for name, env in (("baseline", base_env), ("full", full_env)):
+                for name, env in (("baseline", base_env), ("full", full_env), ("lean", lean_env)):
                     keep = Path(tmp) / f"{chunks}-{name}"
                     keep.mkdir()
                     per_stream[name], _ = count(source, env, keep, sizes)
             added = per_stream["full"] - per_stream["baseline"]
+            lean = per_stream["lean"] - per_stream["baseline"]
             print(
                 f"| {chunks} | {per_stream['baseline'] / 1e6:.2f} M | "
                 f"{per_stream['full'] / 1e6:.2f} M | {added / 1e6:+.2f} M | "
-                f"{added / per_stream['full']:.0%} |",
+                f"{added / per_stream['full']:.0%} | {lean / 1e6:+.2f} M | "
+                f"{lean / per_stream['lean']:.0%} |",
                 flush=True,
             )
 

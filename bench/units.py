@@ -5,9 +5,10 @@ real streams through the app in process (offline providers, in-memory telemetry)
 what one stream produces, then times each kind of unit alone with the production wiring
 (``setup_telemetry``'s processors and readers, exporting to nowhere), not the test
 harness's in-memory exporter, which costs more per span: a span started and ended, a span
-encoded as OTLP protobuf, a JSON log line with trace context, a measurement into the
-service's two metric readers (with exemplars), and a render of ``/metrics``. Units times
-counts is the telemetry's floor with this SDK.
+encoded as OTLP protobuf, a JSON log line with trace context, a histogram record into the
+service's two metric readers (with exemplars), a counter add (``otel.metrics.Totals``),
+and a render of ``/metrics``. Units times counts is the telemetry's floor in this wiring
+(``bench.ir`` counts the stock SDK's floor in instructions).
 
 Usage: python -m bench.units  (about 30 s; ``make bench`` runs it first)
 """
@@ -41,6 +42,7 @@ from app.config import Settings
 from otel.context import bind_session
 from otel.facade import Telemetry
 from otel.logging import configure_logging
+from otel.metrics import Totals
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 from otel.testing import captured_telemetry
 
@@ -80,19 +82,21 @@ def per_stream_counts(streams: int) -> tuple[dict[str, float], Any, Any]:
                 assert "event: complete" in response.text, response.text[-300:]
 
     asyncio.run(run())
+    points = list(captured.metric_points())
+    records = sum(point.count for _, point in points if isinstance(point, HistogramDataPoint))
     # Every counter call adds 1, so a counter's total is its number of calls.
-    measurements = sum(
-        point.count if isinstance(point, HistogramDataPoint) else point.value
-        for metric, point in captured.metric_points()
-        if isinstance(point, HistogramDataPoint)
-        or (isinstance(point, NumberDataPoint) and metric.name in COUNTERS)
+    adds = sum(
+        point.value
+        for metric, point in points
+        if isinstance(point, NumberDataPoint) and metric.name in COUNTERS
     )
     spans = captured.finished_spans()
     counts = {
         "spans": len(spans) / streams,
         # +1: uvicorn's access line, which in-process requests do not write.
         "log lines": lines.getvalue().count("\n") / streams + 1,
-        "measurements": measurements / streams,
+        "histogram records": records / streams,
+        "counter adds": adds / streams,
     }
     return counts, captured, spans
 
@@ -136,6 +140,7 @@ def unit_costs(
     tracer = runtime.tracer_provider.get_tracer("bench.units")
     meter = runtime.meter_provider.get_meter("bench.units")
     histogram = meter.create_histogram("bench.units.duration", unit="s")
+    totals = Totals(meter, "bench.units.calls", description="counter adds")
     logger = logging.getLogger("fit_check.bench")
     configure_logging(level="INFO", fmt="json", stream=sink)
     batch = list(spans)[:500]
@@ -159,6 +164,9 @@ def unit_costs(
         )
         costs["metric"] = best_us(
             lambda: histogram.record(0.3, {"phase": "deep_research"}), 1_000 * scale
+        )
+        costs["count"] = best_us(
+            lambda: totals.add(1, {"phase": "deep_research", "status": "success"}), 1_000 * scale
         )
         context.detach(token)
     costs["encode"] = best_us(lambda: encode_spans(batch), 2 * scale) / len(batch)
@@ -184,7 +192,12 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
         ("span started and ended", counts["spans"], costs["span"]),
         ("span encoded as OTLP protobuf (export thread)", counts["spans"], costs["encode"]),
         ("JSON log line with trace context", counts["log lines"], costs["log line"]),
-        ("measurement into two readers, with exemplar", counts["measurements"], costs["metric"]),
+        (
+            "histogram record into two readers, with exemplar",
+            counts["histogram records"],
+            costs["metric"],
+        ),
+        ("counter add (totals read at collection)", counts["counter adds"], costs["count"]),
     ]
     return {
         "rows": rows,
