@@ -250,10 +250,13 @@ def main() -> int:
             env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}
             floor, _ = count(source, env, keep, driver=FLOOR_DRIVER)
             ours = per_stream[SINK] - per_stream[BASELINE]
-            print(f"\nThe stock SDK's floor for the same units ({FLOOR_DRIVER.name}: 10 spans,")
-            print("30 measurements, 12 JSON lines, exported; no app): ")
-            print(f"{floor / 1e6:.2f} M per stream; this service's exporting telemetry adds")
-            print(f"{ours / 1e6:.2f} M, {ours / floor:.2f}x the floor.", flush=True)
+            print(
+                f"\nThe stock SDK's floor for the same units ({FLOOR_DRIVER.name}: 10 spans, "
+                f"30 measurements, 12 JSON lines, exported; no app): {floor / 1e6:.2f} M per "
+                f"stream.\nThis service's exporting telemetry adds {ours / 1e6:.2f} M: "
+                f"{ours / floor:.2f}x the floor.",
+                flush=True,
+            )
     if FULL in functions:
         split = functions[FULL]
         split.subtract(functions[BASELINE])
