@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 import anyio
@@ -49,7 +49,7 @@ log = logging.getLogger("fit_check.session")
 class Pipeline(Protocol):
     """What a session runs (``FitCheckPipeline``): emits events, raises PipelineError."""
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None: ...
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None: ...
 
 
 class SessionRun:
@@ -190,7 +190,7 @@ class SessionRun:
         task.cancel()
 
     # --- reading -------------------------------------------------------------------------
-    async def frames(self, after: int | None = None) -> AsyncIterator[bytes]:
+    async def frames(self, after: int | None = None) -> AsyncGenerator[bytes, None]:
         """The SSE frames after event ``after`` (all of them when None), up to and including
         the terminal event. A new reader replaces the current one, whose stream then ends.
 

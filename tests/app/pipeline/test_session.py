@@ -15,7 +15,7 @@ from app.pipeline.events import Event, PhaseEvent
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import Emit
 from app.pipeline.session import SessionRun
-from otel.testing import captured_telemetry
+from otel.testing import CapturedTelemetry, captured_telemetry
 from tests.fakes import counting_providers
 from tests.helpers import HarnessFactory, LiveServerFactory, wait_until
 
@@ -25,15 +25,18 @@ class SteppedPipeline:
 
     def __init__(self) -> None:
         self.steps: asyncio.Queue[bool] = asyncio.Queue()
+        self.running = asyncio.Event()
 
     async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
+        self.running.set()
         while await self.steps.get():
             emit(Event("phase", PhaseEvent(phase="connecting", message=query)))
 
     async def step(self, run: SessionRun, expected_next: int) -> None:
         await self.steps.put(True)
-        while not run.can_resume_after(expected_next - 1):
-            await asyncio.sleep(0)
+        async with asyncio.timeout(5):  # a session that ended early fails, not hangs
+            while not run.can_resume_after(expected_next - 1):
+                await asyncio.sleep(0)
 
     async def finish(self) -> None:
         await self.steps.put(False)
@@ -157,3 +160,152 @@ async def test_a_cancelled_request_lasts_until_its_client_left_not_its_window(
     ]
     assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
     assert getattr(point, "sum", 0.0) < 0.9  # the 1 s resume window is not in it
+
+
+def stepped_run(
+    *, resume_window_s: float = 0, close_timeout_s: float = 5.0
+) -> tuple[SessionRun, SteppedPipeline, CapturedTelemetry]:
+    pipeline = SteppedPipeline()
+    captured = captured_telemetry()
+    run = SessionRun(
+        key="BBBBBBBBBBBBBBBB",
+        session_id="s-2",
+        query="four",
+        include_thoughts=False,
+        pipeline=pipeline,
+        telemetry=captured.runtime.telemetry,
+        timeout_s=30,
+        resume_window_s=resume_window_s,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=lambda _run: None,
+        close_timeout_s=close_timeout_s,
+    )
+    return run, pipeline, captured
+
+
+async def test_time_to_first_event_is_recorded_once_when_the_first_phase_is_sent(
+    json_log: io.StringIO,
+) -> None:
+    run, pipeline, captured = stepped_run()
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)  # the session event alone
+    assert captured.value("fit_check.time_to_first_event") == 0
+    await pipeline.step(run, expected_next=2)
+    await anext(reader)
+    assert captured.value("fit_check.time_to_first_event") == 1
+    await pipeline.step(run, expected_next=3)
+    await anext(reader)
+    await pipeline.finish()
+    assert b"event: complete" in b"".join([frame async for frame in reader])
+    await run.linger()
+    assert captured.value("fit_check.time_to_first_event") == 1
+    (started,) = [
+        line
+        for line in map(json.loads, json_log.getvalue().splitlines())
+        if line["message"] == "Request started"
+    ]
+    assert started["query_length"] == len("four") and started["session_id"] == "s-2"
+
+
+async def test_the_task_is_named_after_its_session() -> None:
+    run, _, _ = stepped_run()
+    run.start()
+    assert "fit-check s-2" in {task.get_name() for task in asyncio.all_tasks()}
+    await run.close()
+
+
+async def test_shutting_down_before_the_task_ran_cancels_it_quietly() -> None:
+    run, _, captured = stepped_run()
+    run.start()
+    run.shut_down()  # the task has not run a step yet: no request scope exists
+    await wait_until(lambda: run.finished)
+    await run.close()
+    assert captured.value("fit_check.requests", status="success") == 0
+
+
+async def test_shutting_down_a_session_nobody_reads_cancels_it_at_once() -> None:
+    run, pipeline, captured = stepped_run(resume_window_s=30)
+    run.start()
+    await pipeline.running.wait()
+    run.shut_down()
+    # Not a SHUTTING_DOWN event waiting for a reader that is not there: the task ends.
+    await wait_until(lambda: run.finished)
+    assert captured.value("fit_check.requests", status="cancelled") == 1
+    await run.close()
+
+
+async def test_a_session_whose_client_never_got_an_event_closes_without_a_window() -> None:
+    run, pipeline, captured = stepped_run(resume_window_s=30)
+    run.start()
+    await pipeline.running.wait()
+    async with asyncio.timeout(5):  # not the 30 s window: nobody has an id to come back with
+        await run.linger()
+    assert run.finished
+    assert captured.value("fit_check.requests", status="cancelled") == 1
+
+
+async def test_the_resume_window_is_waited_in_full_and_restarts_after_a_reconnect() -> None:
+    window = 0.3
+    run, pipeline, _ = stepped_run(resume_window_s=window)
+    run.start()
+    loop = asyncio.get_running_loop()
+    first = run.frames(after=None)
+    await anext(first)
+    await first.aclose()  # the client left
+    lingering = asyncio.create_task(run.linger())
+    await asyncio.sleep(0)
+    second = run.frames(after=0)  # it came back within the window
+    await pipeline.step(run, expected_next=2)
+    assert b"event: phase" in await anext(second)
+    await asyncio.sleep(window * 2)  # a reader holds the session however long it stays
+    assert not run.finished and not lingering.done()
+    await second.aclose()  # and left again: a new window starts now
+    left = loop.time()
+    await lingering  # the linger neither failed nor ended early
+    assert loop.time() - left >= window
+    assert run.finished
+
+
+async def test_a_task_that_will_not_stop_holds_close_for_its_timeout_only(
+    json_log: io.StringIO,
+) -> None:
+    class Stubborn:
+        running = asyncio.Event()
+        stopped = asyncio.Event()
+
+        async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+            self.running.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                await self.stopped.wait()  # ignores the first cancellation
+
+    stubborn = Stubborn()
+    run = SessionRun(
+        key="CCCCCCCCCCCCCCCC",
+        session_id="s-3",
+        query="q",
+        include_thoughts=False,
+        pipeline=stubborn,
+        telemetry=captured_telemetry().runtime.telemetry,
+        timeout_s=30,
+        resume_window_s=0,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=lambda _run: None,
+        close_timeout_s=0.2,
+    )
+    run.start()
+    await stubborn.running.wait()
+    async with asyncio.timeout(5):
+        await run.close()
+    errors = [
+        line["message"]
+        for line in map(json.loads, json_log.getvalue().splitlines())
+        if line["level"] == "ERROR"
+    ]
+    assert errors == ["Session task did not stop within 0.2s"]
+    stubborn.stopped.set()
+    await wait_until(lambda: run.finished)
