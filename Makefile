@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick \
-	bench-ir bench-attacks bench-workers mutation clean
+	bench-ir bench-ab bench-attacks bench-workers mutation clean
 
 install: $(STAMP)
 
@@ -73,13 +73,18 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
 
-# Instructions per stream under valgrind (deterministic, about five minutes): to decide
+# Instructions per stream under valgrind (deterministic, about ten minutes): to decide
 # between changes. /health latency under hostile clients (about a minute).
 bench-ir: install
 	$(BIN)/python -m bench.ir
 
 bench-attacks: install
 	$(BIN)/python -m bench.attacks
+
+# Full telemetry against none: 12 alternated rounds and the p99 at 50 ms providers
+# (about 4 minutes; the same rows of `make bench`).
+bench-ab: install
+	$(BIN)/python -m bench.ab
 
 # One worker against two, side by side (about 3 minutes).
 bench-workers: install

@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -213,7 +214,9 @@ class Bench:
             server.port, seconds=seconds, connections=self.profile.connections, prefix=prefix
         )
 
-    def throughput(self) -> tuple[dict[str, dict[str, Any]], float]:
+    def throughput(
+        self, names: Sequence[str] = tuple(VARIANTS)
+    ) -> tuple[dict[str, dict[str, Any]], float]:
         """All variants up at once, loaded in turn: A B C D, A B C D, ...
 
         Short rounds in quick succession pair each variant with a baseline round measured
@@ -222,15 +225,16 @@ class Bench:
         begins: work deferred past the load (the span processor exports up to 5 s later)
         counts against the round that caused it. Returns the variants' figures and the
         OTLP receiver's CPU per stream of ``full`` (the only variant it hears from).
+        ``names``: the variants to run (the baseline among them), all of them by default.
         """
         p = self.profile
-        with self.serve_all({name: name for name in VARIANTS}) as servers:
+        with self.serve_all({name: name for name in names}) as servers:
             for name, server in servers.items():
                 if p.warmup_s:
                     self.load(server, p.warmup_s, prefix=f"warm-{name}")
-            cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
-            main_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
-            loads: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
+            cpu: dict[str, list[float]] = {name: [] for name in names}
+            main_cpu: dict[str, list[float]] = {name: [] for name in names}
+            loads: dict[str, list[LoadResult]] = {name: [] for name in names}
             endpoint_cpu = self.endpoint.cpu_s()
             for r in range(p.rounds):
                 for name, server in servers.items():
@@ -239,7 +243,7 @@ class Bench:
                     loads[name].append(self.load(server, p.seconds, prefix=f"r{r}-{name}"))
                 log(
                     f"round {r + 1}/{p.rounds}: "
-                    + ", ".join(f"{name} {loads[name][-1].rps:.0f}/s" for name in VARIANTS)
+                    + ", ".join(f"{name} {loads[name][-1].rps:.0f}/s" for name in names)
                 )
             time.sleep(SETTLE_S)  # the last rounds' deferred exports
             for name, server in servers.items():
@@ -263,14 +267,16 @@ class Bench:
                 }
                 for r, load in enumerate(loads[name])
             ]
-            for name in VARIANTS
+            for name in names
         }
         # It also hears from ``full-sampled`` (its metrics, a tenth of its spans): this
         # figure is an upper bound for ``full`` alone.
         full_streams = sum(load.requests for load in loads["full"])
         return summarize(rounds), endpoint_cpu / max(full_streams, 1) * 1e6
 
-    def same_rate(self, latency_ms: int) -> dict[str, dict[str, Any]]:
+    def same_rate(
+        self, latency_ms: int, names: Sequence[str] = ("baseline", "full", "full-sampled", "peer")
+    ) -> dict[str, dict[str, Any]]:
         """Stream latency at one fixed arrival rate that every variant sustains, alternated.
 
         The throughput rounds run each server flat out, where latency only mirrors CPU per
@@ -278,7 +284,6 @@ class Bench:
         ``latency_ms`` 0 a stream is all CPU; with some, it runs at a provider's pace.
         """
         p = self.profile
-        names = ("baseline", "full", "full-sampled", "peer")
         extra = {"FIT_CHECK_LATENCY_MS": str(latency_ms)}
         group = {f"rate{latency_ms}-{name}": name for name in names}
         with self.serve_all(group, **extra) as by_name:
@@ -454,10 +459,11 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, 
             "errors": sum(x["errors"] for x in rs),
             "rounds": rs,
         }
-    live, dead = rounds["full"], rounds["full-otlp-dead"]
-    out["full-otlp-dead"]["rps_vs_live"] = statistics.median(
-        d["rps"] / f["rps"] for d, f in zip(dead, live, strict=True)
-    )
+    if "full" in rounds and "full-otlp-dead" in rounds:
+        live, dead = rounds["full"], rounds["full-otlp-dead"]
+        out["full-otlp-dead"]["rps_vs_live"] = statistics.median(
+            d["rps"] / f["rps"] for d, f in zip(dead, live, strict=True)
+        )
     return out
 
 
