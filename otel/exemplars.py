@@ -1,10 +1,11 @@
 """Exemplars only where they serve: on the duration histograms.
 
 An exemplar is a sampled measurement's trace id beside a histogram bucket: it answers
-"show me a request that was this slow". A counter's exemplar answers nothing a trace
+"show me a request that was this slow". A token count's exemplar answers nothing a trace
 search does not, yet the SDK offers every measurement made inside a sampled span to a
-reservoir (a lock and a random draw, for each of the two metric readers). These views give
-the counters and the token-usage histogram a reservoir that keeps nothing.
+reservoir (a lock and a random draw, for each of the two metric readers). This view gives
+the token-usage histogram a reservoir that keeps nothing. (The counters are observable,
+``otel.metrics.Totals``: read at collection, outside any span, they have no exemplars.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics import Counter, Exemplar, ExemplarReservoir
+from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.util.types import Attributes
 
@@ -34,8 +35,7 @@ def _no_exemplars(_aggregation_type: type) -> type[_NoExemplars]:
     return _NoExemplars
 
 
-#: Counters, and the one histogram that is not a duration.
+#: The one histogram that is not a duration.
 EXEMPLAR_VIEWS = (
-    View(instrument_type=Counter, exemplar_reservoir_factory=_no_exemplars),
     View(instrument_name="gen_ai.client.token.usage", exemplar_reservoir_factory=_no_exemplars),
 )
