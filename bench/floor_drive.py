@@ -32,6 +32,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+# The spec's buckets (data, not code: the floor runs none of the service's code).
+from otel.metrics import (
+    FIRST_EVENT_BUCKETS,
+    LLM_LATENCY_BUCKETS,
+    PHASE_DURATION_BUCKETS,
+    REQUEST_DURATION_BUCKETS,
+    SEARCH_LATENCY_BUCKETS,
+)
+
 PHASES = (
     "connecting",
     "deep_research",
@@ -85,31 +94,21 @@ def main(streams: int) -> None:
     phase_completions = meter.create_counter("fit_check.phase.completions")
     llm_calls = meter.create_counter("fit_check.llm.calls")
     search_calls = meter.create_counter("fit_check.search.calls")
-    request_duration = meter.create_histogram(
-        "fit_check.request.duration",
-        unit="s",
-        explicit_bucket_boundaries_advisory=(1, 5, 10, 30, 60, 120, 300, 600),
-    )
-    first_event = meter.create_histogram(
-        "fit_check.time_to_first_event",
-        unit="s",
-        explicit_bucket_boundaries_advisory=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-    )
-    phase_duration = meter.create_histogram(
-        "fit_check.phase.duration",
-        unit="s",
-        explicit_bucket_boundaries_advisory=(0.1, 0.5, 1, 2, 5, 10, 30, 60),
-    )
-    llm_latency = meter.create_histogram(
-        "fit_check.llm.latency",
-        unit="s",
-        explicit_bucket_boundaries_advisory=(0.5, 1, 2, 5, 10, 30),
-    )
-    search_latency = meter.create_histogram(
-        "fit_check.search.latency",
-        unit="s",
-        explicit_bucket_boundaries_advisory=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-    )
+    seconds = {
+        name: meter.create_histogram(name, unit="s", explicit_bucket_boundaries_advisory=buckets)
+        for name, buckets in (
+            ("fit_check.request.duration", REQUEST_DURATION_BUCKETS),
+            ("fit_check.time_to_first_event", FIRST_EVENT_BUCKETS),
+            ("fit_check.phase.duration", PHASE_DURATION_BUCKETS),
+            ("fit_check.llm.latency", LLM_LATENCY_BUCKETS),
+            ("fit_check.search.latency", SEARCH_LATENCY_BUCKETS),
+        )
+    }
+    request_duration = seconds["fit_check.request.duration"]
+    first_event = seconds["fit_check.time_to_first_event"]
+    phase_duration = seconds["fit_check.phase.duration"]
+    llm_latency = seconds["fit_check.llm.latency"]
+    search_latency = seconds["fit_check.search.latency"]
     genai_duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
     genai_tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -14,7 +14,8 @@ from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.events import Event, PhaseEvent
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import Emit
-from app.pipeline.session import SessionRun
+from app.pipeline.session import Pipeline, SessionRun
+from otel.facade import Telemetry
 from otel.testing import CapturedTelemetry, captured_telemetry
 from tests.fakes import counting_providers
 from tests.helpers import HarnessFactory, LiveServerFactory, wait_until
@@ -42,23 +43,40 @@ class SteppedPipeline:
         await self.steps.put(False)
 
 
+def session_run(
+    pipeline: Pipeline,
+    telemetry: Telemetry,
+    *,
+    key: str = "AAAAAAAAAAAAAAAA",
+    session_id: str = "s-1",
+    query: str = "q",
+    resume_window_s: float = 0,
+    close_timeout_s: float = 5.0,
+    on_closed: Callable[[SessionRun], None] = lambda _run: None,
+) -> SessionRun:
+    """A session with small test sizes (4 KiB of replay, a 30 s timeout)."""
+    return SessionRun(
+        key=key,
+        session_id=session_id,
+        query=query,
+        include_thoughts=False,
+        pipeline=pipeline,
+        telemetry=telemetry,
+        timeout_s=30,
+        resume_window_s=resume_window_s,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=on_closed,
+        close_timeout_s=close_timeout_s,
+    )
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[tuple[SessionRun, SteppedPipeline, list[SessionRun]]]:
     pipeline = SteppedPipeline()
     closed: list[SessionRun] = []
-    run = SessionRun(
-        key="AAAAAAAAAAAAAAAA",
-        session_id="s-1",
-        query="q",
-        include_thoughts=False,
-        pipeline=pipeline,
-        telemetry=captured_telemetry().runtime.telemetry,
-        timeout_s=30,
-        resume_window_s=0,
-        replay_bytes=4096,
-        retry_ms=1000,
-        on_closed=closed.append,
-    )
+    telemetry = captured_telemetry().runtime.telemetry
+    run = session_run(pipeline, telemetry, on_closed=closed.append)
     yield run, pipeline, closed
     await run.close()
 
@@ -167,18 +185,13 @@ def stepped_run(
 ) -> tuple[SessionRun, SteppedPipeline, CapturedTelemetry]:
     pipeline = SteppedPipeline()
     captured = captured_telemetry()
-    run = SessionRun(
+    run = session_run(
+        pipeline,
+        captured.runtime.telemetry,
         key="BBBBBBBBBBBBBBBB",
         session_id="s-2",
         query="four",
-        include_thoughts=False,
-        pipeline=pipeline,
-        telemetry=captured.runtime.telemetry,
-        timeout_s=30,
         resume_window_s=resume_window_s,
-        replay_bytes=4096,
-        retry_ms=1000,
-        on_closed=lambda _run: None,
         close_timeout_s=close_timeout_s,
     )
     return run, pipeline, captured
@@ -283,20 +296,8 @@ async def test_a_task_that_will_not_stop_holds_close_for_its_timeout_only(
                 await self.stopped.wait()  # ignores the first cancellation
 
     stubborn = Stubborn()
-    run = SessionRun(
-        key="CCCCCCCCCCCCCCCC",
-        session_id="s-3",
-        query="q",
-        include_thoughts=False,
-        pipeline=stubborn,
-        telemetry=captured_telemetry().runtime.telemetry,
-        timeout_s=30,
-        resume_window_s=0,
-        replay_bytes=4096,
-        retry_ms=1000,
-        on_closed=lambda _run: None,
-        close_timeout_s=0.2,
-    )
+    telemetry = captured_telemetry().runtime.telemetry
+    run = session_run(stubborn, telemetry, key="CCCCCCCCCCCCCCCC", close_timeout_s=0.2)
     run.start()
     await stubborn.running.wait()
     async with asyncio.timeout(5):
