@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric, Sum
 from opentelemetry.util.types import AnyValue
 
 from otel.metrics import Totals
@@ -13,7 +13,7 @@ from otel.metrics import Totals
 Points = dict[frozenset[tuple[str, AnyValue]], float]
 
 
-def collected(reader: InMemoryMetricReader) -> tuple[Sum, Points]:
+def collected(reader: InMemoryMetricReader) -> tuple[Metric, Points]:
     data = reader.get_metrics_data()
     assert data is not None
     (metric,) = data.resource_metrics[0].scope_metrics[0].metrics
@@ -22,7 +22,7 @@ def collected(reader: InMemoryMetricReader) -> tuple[Sum, Points]:
         frozenset((point.attributes or {}).items()): point.value
         for point in metric.data.data_points
     }
-    return metric.data, points
+    return metric, points
 
 
 def test_totals_export_a_monotonic_cumulative_counter() -> None:
@@ -32,8 +32,9 @@ def test_totals_export_a_monotonic_cumulative_counter() -> None:
     calls.add(0, {"model": "m", "status": "error"})
     calls.add(1, {"model": "m", "status": "success"})
     calls.add(1, {"status": "success", "model": "m"})
-    first, points = collected(reader)
-    assert first.is_monotonic
+    metric, points = collected(reader)
+    assert isinstance(metric.data, Sum) and metric.data.is_monotonic
+    assert (metric.name, metric.description) == ("fit_check.llm.calls", "LLM calls")
     assert points == {
         frozenset({("model", "m"), ("status", "success")}): 2,
         frozenset({("model", "m"), ("status", "error")}): 0,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -310,3 +311,48 @@ async def test_a_task_that_will_not_stop_holds_close_for_its_timeout_only(
     assert errors == ["Session task did not stop within 0.2s"]
     stubborn.stopped.set()
     await wait_until(lambda: run.finished)
+
+
+def data_of(frames: bytes, event: str) -> dict[str, Any]:
+    """The JSON data of the first ``event`` in a run of SSE frames."""
+    for frame in frames.split(b"\r\n\r\n"):
+        lines = frame.decode().split("\r\n")
+        if f"event: {event}" in lines:
+            (data,) = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+            parsed: dict[str, Any] = json.loads(data)
+            return parsed
+    raise AssertionError(f"no {event} event in {frames!r}")
+
+
+async def test_the_complete_event_says_how_long_the_session_ran() -> None:
+    run, pipeline, _ = stepped_run()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)
+    await asyncio.sleep(0.1)  # the pipeline is busy for at least this long
+    await pipeline.finish()
+    rest = b"".join([frame async for frame in reader])
+    elapsed_ms = (loop.time() - started) * 1000
+    assert 100 <= data_of(rest, "complete")["duration_ms"] <= elapsed_ms
+    await run.linger()
+
+
+async def test_a_draining_instance_tells_its_reader_and_says_why(json_log: io.StringIO) -> None:
+    run, pipeline, captured = stepped_run()
+    run.start()
+    await pipeline.running.wait()
+    reader = run.frames(after=None)
+    await anext(reader)
+    run.shut_down()
+    rest = b"".join([frame async for frame in reader])
+    assert data_of(rest, "error")["code"] == "SHUTTING_DOWN"
+    await run.linger()
+    warnings = [
+        line["message"]
+        for line in map(json.loads, json_log.getvalue().splitlines())
+        if line["level"] == "WARNING"
+    ]
+    assert warnings == ["Request stopped: the instance is shutting down"]
+    assert captured.value("fit_check.requests", status="cancelled") == 1
