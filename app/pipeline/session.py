@@ -125,7 +125,9 @@ class SessionRun:
         try:
             while self._task is not None and not self._task.done() and not self._abandoned:
                 remaining: float | None = None
-                if self._reader is None:
+                # A reader that got the terminal event leaves a task about to end by itself
+                # (with its outcome): wait for that, never cancel it.
+                if self._reader is None and not self._delivered.is_set():
                     if not self._sent_any:
                         break  # the client never got an id: nobody can come back for it
                     if deadline is None:

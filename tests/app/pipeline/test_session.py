@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.pipeline.event_ids import parse_last_event_id
-from app.pipeline.events import Event, PhaseEvent
+from app.pipeline.events import Event, PhaseEvent, PipelineError
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import Emit
 from app.pipeline.session import Pipeline, SessionRun
@@ -53,6 +53,7 @@ def session_run(
     query: str = "q",
     resume_window_s: float = 0,
     close_timeout_s: float = 5.0,
+    timeout_s: float = 30,
     on_closed: Callable[[SessionRun], None] = lambda _run: None,
 ) -> SessionRun:
     """A session with small test sizes (4 KiB of replay, a 30 s timeout)."""
@@ -63,7 +64,7 @@ def session_run(
         include_thoughts=False,
         pipeline=pipeline,
         telemetry=telemetry,
-        timeout_s=30,
+        timeout_s=timeout_s,
         resume_window_s=resume_window_s,
         replay_bytes=4096,
         retry_ms=1000,
@@ -355,4 +356,81 @@ async def test_a_draining_instance_tells_its_reader_and_says_why(json_log: io.St
         if line["level"] == "WARNING"
     ]
     assert warnings == ["Request stopped: the instance is shutting down"]
+    assert data_of(rest, "error")["message"] == "The service is restarting; send it again"
     assert captured.value("fit_check.requests", status="cancelled") == 1
+
+
+class Failing:
+    """A pipeline that ends one way: too slow, with a pipeline error, or with a bug."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+        if self.how == "slow":
+            await asyncio.sleep(60)
+        if self.how == "llm":
+            raise PipelineError("LLM_ERROR", "llm provider failed (HTTPStatusError)")
+        raise RuntimeError("a bug, with text nobody should see")
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "code", "message", "line"),
+    [
+        (
+            "slow",
+            "timeout",
+            "TIMEOUT",
+            "The analysis took longer than 0.2s",
+            {"level": "WARNING", "message": "Request timed out", "timeout_s": 0.2},
+        ),
+        (
+            "llm",
+            "error",
+            "LLM_ERROR",
+            "llm provider failed (HTTPStatusError)",
+            {"level": "WARNING", "message": "Request failed", "code": "LLM_ERROR"},
+        ),
+        (
+            "bug",
+            "error",
+            "AGENT_ERROR",
+            "The analysis failed unexpectedly",
+            {"level": "ERROR", "message": "Pipeline crashed"},
+        ),
+    ],
+)
+async def test_each_failure_ends_with_its_event_its_line_and_its_count(
+    json_log: io.StringIO,
+    how: str,
+    status: str,
+    code: str,
+    message: str,
+    line: dict[str, object],
+) -> None:
+    captured = captured_telemetry()
+    run = session_run(Failing(how), captured.runtime.telemetry, timeout_s=0.2)
+    run.start()
+    frames = b"".join([frame async for frame in run.frames(after=None)])
+    await run.linger()
+    assert data_of(frames, "error") == {"code": code, "message": message}
+    lines = [json.loads(text) for text in json_log.getvalue().splitlines()]
+    failures = [entry for entry in lines if entry["level"] in ("WARNING", "ERROR")]
+    assert len(failures) == 1 and line.items() <= failures[0].items(), failures
+    assert ("exception" in failures[0]) is (how == "bug")
+    assert "nobody should see" not in frames.decode()
+    assert captured.value("fit_check.requests", status=status) == 1
+
+
+async def test_a_session_read_to_its_end_counts_its_own_outcome_with_no_window() -> None:
+    """The task is still to wake from "delivered" when its reader is done: lingering then
+    waits for it instead of cancelling it (which counted every such session cancelled)."""
+    run, pipeline, captured = stepped_run(resume_window_s=0)
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)
+    await pipeline.finish()
+    assert b"event: complete" in b"".join([frame async for frame in reader])
+    await run.linger()
+    assert captured.value("fit_check.requests", status="success") == 1
+    assert captured.value("fit_check.requests", status="cancelled") == 0
