@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -251,7 +252,9 @@ async def test_shutting_down_a_session_nobody_reads_cancels_it_at_once() -> None
     await run.close()
 
 
-async def test_a_session_whose_client_never_got_an_event_closes_without_a_window() -> None:
+async def test_a_session_whose_client_never_got_an_event_closes_without_a_window(
+    json_log: io.StringIO,
+) -> None:
     run, pipeline, captured = stepped_run(resume_window_s=30)
     run.start()
     await pipeline.running.wait()
@@ -259,6 +262,48 @@ async def test_a_session_whose_client_never_got_an_event_closes_without_a_window
         await run.linger()
     assert run.finished
     assert captured.value("fit_check.requests", status="cancelled") == 1
+    (completed,) = [
+        line
+        for line in map(json.loads, json_log.getvalue().splitlines())
+        if line["message"] == "Request completed"
+    ]
+    assert (completed["status"], completed["reason"]) == ("cancelled", "client_gone")
+
+
+async def test_closing_a_session_that_never_started_just_frees_it() -> None:
+    closed: list[SessionRun] = []
+    run = session_run(
+        SteppedPipeline(), captured_telemetry().runtime.telemetry, on_closed=closed.append
+    )
+    await run.close()
+    assert closed == [run] and run.finished
+
+
+async def test_a_cancelled_closer_still_waits_for_the_task_it_stopped() -> None:
+    """The request closing a session may itself be cancelled (its client is gone): the
+    session's task is still awaited, so its span and metrics are recorded before the
+    live set lets the slot go."""
+
+    class SlowToStop:
+        running = asyncio.Event()
+
+        async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+            self.running.set()
+            try:
+                await asyncio.sleep(60)
+            finally:
+                await asyncio.shield(asyncio.sleep(0.2))  # cleans up on its way out
+
+    pipeline = SlowToStop()
+    run = session_run(pipeline, captured_telemetry().runtime.telemetry, session_id="s-slow")
+    run.start()
+    await pipeline.running.wait()
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "fit-check s-slow"]
+    async with anyio.create_task_group() as group:  # as the server's response runs it
+        group.start_soon(run.close)
+        await wait_until(lambda: run.finished)  # closing: the task was told to stop
+        group.cancel_scope.cancel()
+    assert task.done()
 
 
 async def test_the_resume_window_is_waited_in_full_and_restarts_after_a_reconnect() -> None:
