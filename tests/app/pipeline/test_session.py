@@ -74,6 +74,11 @@ def session_run(
     )
 
 
+def lines_of(json_log: io.StringIO) -> list[dict[str, Any]]:
+    """The JSON log lines written so far."""
+    return [json.loads(text) for text in json_log.getvalue().splitlines()]
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[tuple[SessionRun, SteppedPipeline, list[SessionRun]]]:
     pipeline = SteppedPipeline()
@@ -117,11 +122,7 @@ async def test_a_reader_behind_the_replay_buffer_ends_and_cannot_resume(
     assert run.can_resume_after(118)
     behind = [frame async for frame in run.frames(after=0)]
     assert behind == []  # ends at once: the frames it needs are gone
-    warnings = [
-        line["message"]
-        for line in map(json.loads, json_log.getvalue().splitlines())
-        if line["level"] == "WARNING"
-    ]
+    warnings = [line["message"] for line in lines_of(json_log) if line["level"] == "WARNING"]
     assert warnings == ["Reader fell behind the replay buffer; ending its stream"]
     run.abandon()
     await run.linger()
@@ -217,11 +218,7 @@ async def test_time_to_first_event_is_recorded_once_when_the_first_phase_is_sent
     assert b"event: complete" in b"".join([frame async for frame in reader])
     await run.linger()
     assert captured.value("fit_check.time_to_first_event") == 1
-    (started,) = [
-        line
-        for line in map(json.loads, json_log.getvalue().splitlines())
-        if line["message"] == "Request started"
-    ]
+    (started,) = [line for line in lines_of(json_log) if line["message"] == "Request started"]
     assert started["query_length"] == len("four") and started["session_id"] == "s-2"
 
 
@@ -262,11 +259,7 @@ async def test_a_session_whose_client_never_got_an_event_closes_without_a_window
         await run.linger()
     assert run.finished
     assert captured.value("fit_check.requests", status="cancelled") == 1
-    (completed,) = [
-        line
-        for line in map(json.loads, json_log.getvalue().splitlines())
-        if line["message"] == "Request completed"
-    ]
+    (completed,) = [line for line in lines_of(json_log) if line["message"] == "Request completed"]
     assert (completed["status"], completed["reason"]) == ("cancelled", "client_gone")
 
 
@@ -349,11 +342,7 @@ async def test_a_task_that_will_not_stop_holds_close_for_its_timeout_only(
     await stubborn.running.wait()
     async with asyncio.timeout(5):
         await run.close()
-    errors = [
-        line["message"]
-        for line in map(json.loads, json_log.getvalue().splitlines())
-        if line["level"] == "ERROR"
-    ]
+    errors = [line["message"] for line in lines_of(json_log) if line["level"] == "ERROR"]
     assert errors == ["Session task did not stop within 0.2s"]
     stubborn.stopped.set()
     await wait_until(lambda: run.finished)
@@ -395,11 +384,7 @@ async def test_a_draining_instance_tells_its_reader_and_says_why(json_log: io.St
     rest = b"".join([frame async for frame in reader])
     assert data_of(rest, "error")["code"] == "SHUTTING_DOWN"
     await run.linger()
-    warnings = [
-        line["message"]
-        for line in map(json.loads, json_log.getvalue().splitlines())
-        if line["level"] == "WARNING"
-    ]
+    warnings = [line["message"] for line in lines_of(json_log) if line["level"] == "WARNING"]
     assert warnings == ["Request stopped: the instance is shutting down"]
     assert data_of(rest, "error")["message"] == "The service is restarting; send it again"
     assert captured.value("fit_check.requests", status="cancelled") == 1
@@ -459,7 +444,7 @@ async def test_each_failure_ends_with_its_event_its_line_and_its_count(
     frames = b"".join([frame async for frame in run.frames(after=None)])
     await run.linger()
     assert data_of(frames, "error") == {"code": code, "message": message}
-    lines = [json.loads(text) for text in json_log.getvalue().splitlines()]
+    lines = lines_of(json_log)
     failures = [entry for entry in lines if entry["level"] in ("WARNING", "ERROR")]
     assert len(failures) == 1 and line.items() <= failures[0].items(), failures
     assert ("exception" in failures[0]) is (how == "bug")
