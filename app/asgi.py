@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api import direct_send
 from app.api.demo import demo_router, redoc_router, static_files, trace_router
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
@@ -141,6 +142,7 @@ def build_app(
         trust_incoming_trace=settings.trust_incoming_trace,
         resume_parent=service.resume_trace_parent,
     )
+    direct_send.install(app)
     return app
 
 

@@ -166,7 +166,7 @@ def provider_env(url: str) -> dict[str, str]:
     }
 
 
-def realistic(source: Path) -> None:
+def realistic(source: Path, chunk_counts: tuple[int, ...] = CHUNKS) -> None:
     """Telemetry's share of a realistic stream's instructions, at 10, 300, 3,000 chunks,
     with and without the outbound HTTP client spans."""
     sizes = REALISTIC_SIZES
@@ -180,7 +180,7 @@ def realistic(source: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
-        for chunks in CHUNKS:
+        for chunks in chunk_counts:
             with loopback_server("bench.fake_provider", str(chunks)) as api:
                 base_env = {**VARIANTS[BASELINE], **provider_env(api)}
                 full_env = {
@@ -212,6 +212,13 @@ def main() -> int:
     parser.add_argument(
         "--realistic", action="store_true", help="only the realistic stream at 10-3,000 chunks"
     )
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=list(CHUNKS),
+        help="with --realistic: these chunk counts only",
+    )
     args = parser.parse_args()
     source = args.source.resolve()
     commit = subprocess.run(
@@ -223,7 +230,7 @@ def main() -> int:
     print(f"source: {source} ({commit}); instructions per stream = (Ir@{LARGE} - Ir@{SMALL})")
     print(f"/ {LARGE - SMALL}")
     if args.realistic:
-        realistic(source)
+        realistic(source, tuple(args.chunks))
         return 0
     print("| variant | instructions per stream | over the baseline |")
     print("|---|---|---|")

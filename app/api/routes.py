@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
+from app.api.direct_send import body_frames_direct
 from app.api.errors import error_response
 from app.api.schemas import (
     SSE_DESCRIPTION,
@@ -78,7 +79,7 @@ class SessionStreamResponse(EventSourceResponse):
             else:
                 self._telemetry.stream_resumed(self._run.session_id, self._after)
             try:
-                await super().__call__(scope, receive, send)
+                await super().__call__(scope, receive, body_frames_direct(scope, send))
             finally:
                 if self._after is None:
                     await self._run.linger()
