@@ -1,7 +1,8 @@
 """An OpenAI-compatible chat API and a Google Custom Search API on loopback, for
-``bench.ir --realistic``: ``python -m bench.fake_provider PORT CHUNKS``.
+``bench.ir --realistic``: ``python -m bench.fake_provider PORT CHUNKS [GAP_MS]``.
 
-Each chat completion streams CHUNKS content chunks (one word each) and its usage; each
+Each chat completion streams CHUNKS content chunks (one word each, GAP_MS apart: a real
+model's pace, so that each chunk reaches the service alone) and its usage; each
 search answers 5 results. The same fake the tests use (``tests/fake_apis.py``), served by
 uvicorn in a process of its own, so its work is not counted with the service's.
 """
@@ -17,7 +18,8 @@ from tests.fake_apis import FakeAPI
 
 def main() -> int:
     port, chunks = int(sys.argv[1]), int(sys.argv[2])
-    fake = FakeAPI(reply=" ".join(f"w{n}" for n in range(chunks)), results=5)
+    gap_s = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
+    fake = FakeAPI(reply=" ".join(f"w{n}" for n in range(chunks)), results=5, chunk_gap_s=gap_s)
     uvicorn.run(fake.app(), host="127.0.0.1", port=port, log_level="warning")
     return 0
 

@@ -31,6 +31,8 @@ class FakeAPI:
     streams: bool = True
     #: Items in each search answer.
     results: int = 1
+    #: Pause between streamed chunks: a real model's pace, each chunk arriving alone.
+    chunk_gap_s: float = 0.0
 
     def app(self) -> Starlette:
         return Starlette(
@@ -78,6 +80,8 @@ class FakeAPI:
 
         async def chunks() -> AsyncIterator[bytes]:
             for i, word in enumerate(words):
+                if self.chunk_gap_s and i:
+                    await asyncio.sleep(self.chunk_gap_s)
                 delta = {"content": word + ("" if i == len(words) - 1 else " ")}
                 yield _sse(
                     {
