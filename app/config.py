@@ -159,10 +159,10 @@ class Settings(BaseSettings):
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
     # OpenTelemetry Python's own list of instrumentations not to load. "httpx" drops the
-    # outbound HTTP client spans (and the traceparent on provider requests): about 1.3 M
-    # instructions per provider request (docs/performance.md). The LLM and search spans
-    # stay; other names are instrumentations this service does not use, except the
-    # server's, which is refused below.
+    # outbound HTTP client spans (otel.http_client) and the traceparent on provider
+    # requests (docs/performance.md has what they cost). The LLM and search spans stay;
+    # other names are instrumentations this service does not use, except the server's,
+    # which is refused below.
     disabled_instrumentations: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), validation_alias="OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
     )
