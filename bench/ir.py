@@ -177,15 +177,18 @@ def realistic(source: Path, chunk_counts: tuple[int, ...] = CHUNKS, gap_ms: floa
     with and without the outbound HTTP client spans.
 
     ``gap_ms`` paces the fake's chunks, as a real model does: each chunk then reaches the
-    service alone and goes out as an SSE write of its own. Unpaced, the fake answers faster
-    than the service (under valgrind) reads, and chunks that arrive together go out in one
+    service alone, and the report's (the last of the three calls, the one streamed to the
+    client) each go out as an SSE write of their own. Unpaced, the fake answers faster than
+    the service (under valgrind) reads, and chunks that arrive together go out in one
     write."""
     sizes = REALISTIC_SIZES
-    print("\nRealistic stream (OpenAI-compatible and Google search providers against a")
-    print(f"loopback fake, chunks {gap_ms:g} ms apart; (Ir@{sizes[1]} - Ir@{sizes[0]}) / ")
-    print(f"{sizes[1] - sizes[0]}; full exports over OTLP/HTTP to a loopback sink, by batch; the")
-    print("last two columns with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=httpx, no HTTP client")
-    print("spans):\n")
+    print("\nRealistic stream: OpenAI-compatible and Google search providers against a")
+    print(
+        f"loopback fake, its chunks {gap_ms:g} ms apart; per stream (Ir@{sizes[1]} - Ir@{sizes[0]})"
+    )
+    print(f"/ {sizes[1] - sizes[0]}; full exports over OTLP/HTTP to a loopback sink, by batch;")
+    print("the last two columns with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=httpx (no HTTP")
+    print("client spans):\n")
     print(
         "| chunks per LLM call | baseline | full telemetry | added | share of the stream "
         "| added, no HTTP client spans | share |"
