@@ -148,5 +148,5 @@ def instrument_app(
 
 def instrument_http_client(client: httpx.AsyncClient, tracer_provider: TracerProvider) -> None:
     """Client spans for outbound calls, with ``traceparent`` injected into each request
-    (``otel.http_client``: a quarter of the httpx instrumentation's cost)."""
+    (``otel.http_client``: half the httpx instrumentation's cost)."""
     trace_http_client(client, tracer_provider)

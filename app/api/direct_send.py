@@ -6,8 +6,9 @@ SSE response sends once per write: a streamed LLM answer writes once for each ch
 arrives alone. None of them does anything with a body frame in the middle of a response:
 they act on the response's start (status, headers) and its last frame (the server span
 ends there). So the SSE response sends its start and its last frame down the stack as
-usual and the frames between straight to the server, which makes the per-chunk cost the
-same with telemetry on or off (docs/performance.md, "The realistic stream, and chunks").
+usual and the frames between straight to the server: no middleware, telemetry's
+included, costs anything per write (docs/performance.md, "SSE writes past the middleware
+stack").
 
 A middleware added later that must see every body frame (a compressor, a byte counter)
 would be bypassed for SSE: such a middleware has no business on an event stream anyway
