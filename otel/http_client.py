@@ -6,8 +6,9 @@ outbound HTTP client spans"): for every request it parses the URL again from its
 copies and normalises the request and response headers into dicts (for header capture
 that is off), and computes metric attributes for a meter it was given as a no-op. Here
 the span is made from what httpx has already parsed, with the stable HTTP conventions'
-attributes: method, ``url.full`` (query values redacted), server address and port, status
-code, protocol version, ``error.type``.
+attributes: method, ``url.full``, server address and port, status code, protocol version,
+``error.type``. (``url.full``'s query values are redacted as the span starts, by
+``otel.redact.UrlRedactingSpanProcessor``, as for every span with a URL.)
 
 It wraps the client's public ``send``, which ``request`` and ``stream`` both go through,
 so every transport (proxies from the environment included) is covered. A streamed
@@ -25,8 +26,6 @@ from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from otel.redact import redact_url
-
 SCOPE = "fit_check.http_client"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -43,7 +42,7 @@ def trace_http_client(client: httpx.AsyncClient, tracer_provider: TracerProvider
         url = request.url
         attributes: dict[str, AttributeValue] = {
             "http.request.method": request.method,
-            "url.full": redact_url(str(url)),
+            "url.full": str(url),
             "server.address": url.host,
             "server.port": url.port or _DEFAULT_PORTS.get(url.scheme, 0),
         }

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel.http_client import trace_http_client
+from otel.redact import UrlRedactingSpanProcessor
 from tests.helpers import attrs
 
 
@@ -20,6 +21,8 @@ class Recorded:
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
         self.provider = TracerProvider()
+        # As the service wires it: URLs are redacted as spans start.
+        self.provider.add_span_processor(UrlRedactingSpanProcessor())
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.requests: list[httpx.Request] = []
 
