@@ -31,7 +31,8 @@ from app.server import DrainingServer, server_config
 from app.service import FitCheckService
 from app.startup import announce
 from app.workers import Supervisor
-from otel.instrumentation import instrument_app, instrument_http_client
+from otel.http_client import trace_http_client
+from otel.instrumentation import instrument_app
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 
@@ -73,7 +74,7 @@ def build_app(
 
         def trace_http(client: httpx.AsyncClient) -> None:
             if tracer_provider is not None:
-                instrument_http_client(client, tracer_provider)
+                trace_http_client(client, tracer_provider)
 
         providers = build_providers(settings, trace_http)
     service = FitCheckService.build(settings, telemetry, providers)

@@ -1,11 +1,11 @@
-"""The FastAPI server span (OpenTelemetry's instrumentation) and outbound HTTP spans."""
+"""The FastAPI server span: OpenTelemetry's instrumentation, behind a gate for the caller's
+trace context. (Outbound HTTP spans: ``otel.http_client``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
@@ -13,7 +13,6 @@ from opentelemetry.trace import Span, SpanContext, TracerProvider, get_current_s
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from otel.http_client import trace_http_client
 from otel.redact import redact_url_attributes
 
 #: Not traced (regular expressions, searched in the URL): scrapes, probes, the docs and the
@@ -144,9 +143,3 @@ def instrument_app(
     # [method-assign]: the only hook outside every middleware Starlette builds, which is
     # where the gate must sit (before the instrumentor reads the headers).
     app.build_middleware_stack = gated_stack  # type: ignore[method-assign]
-
-
-def instrument_http_client(client: httpx.AsyncClient, tracer_provider: TracerProvider) -> None:
-    """Client spans for outbound calls, with ``traceparent`` injected into each request
-    (``otel.http_client``: half the httpx instrumentation's cost)."""
-    trace_http_client(client, tracer_provider)
