@@ -42,8 +42,12 @@ async def test_only_the_start_and_the_last_frame_go_through_the_middlewares(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=server), base_url="http://t"
     ) as client:
-        response = await client.post("/api/fit-check/stream", json=QUERY)
+        response = await client.post(
+            "/api/fit-check/stream", json=QUERY, headers={"Origin": "http://localhost:3003"}
+        )
 
+    # The middlewares still act on the start: CORS here.
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3003"
     events = parse_sse(response.text)
     assert [name for name, _ in events][-1] == "complete"
     frames = [m for m in server.sent if m["type"] == "http.response.body"]
