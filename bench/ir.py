@@ -9,9 +9,9 @@ POSTs N offline streams through ``httpx.ASGITransport`` (no sockets), under
 
 Variants: the baseline (``OTEL_SDK_DISABLED``), full telemetry, full telemetry with one
 piece switched off (log lines, spans), and full telemetry exporting over OTLP/HTTP to a
-loopback sink (``bench/otlp_sink.py``; exporting by batch size, not by the clock: see
-``BY_BATCH``), against the stock SDK's floor: the same
-telemetry units made by the stock SDK alone (``bench/floor_drive.py``). Then the
+loopback sink (``bench/otlp_sink.py``; by batch size, not by the clock: ``BY_BATCH``),
+against the stock SDK's floor: the same telemetry units made by the stock SDK alone
+(``bench/floor_drive.py``). Then the
 telemetry's share split by the interpreter's C functions (cachegrind sees C, not Python:
 ``_PyEval_EvalFrameDefault`` is Python code running, the others are where it spends in
 C), per stream, full minus baseline.
