@@ -54,6 +54,7 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         capture_content=settings.capture_content,
         span_batch_size=settings.span_batch_size,
         span_queue_size=settings.span_queue_size,
+        span_processor=settings.span_processor,
     )
 
 

@@ -10,9 +10,9 @@ POSTs N offline streams through ``httpx.ASGITransport`` (no sockets), under
 Variants: the baseline (``OTEL_SDK_DISABLED``), full telemetry, full telemetry with one
 piece switched off (log lines, spans), and full telemetry exporting over OTLP/HTTP to a
 loopback sink (``bench/otlp_sink.py``; by batch size, not by the clock: ``BY_BATCH``),
+with the stock span processor and with fastotel's (``FIT_CHECK_SPAN_PROCESSOR``),
 against the stock SDK's floor: the same telemetry units made by the stock SDK alone
-(``bench/floor_drive.py``). Then the
-telemetry's share split by the interpreter's C functions (cachegrind sees C, not Python:
+(``bench/floor_drive.py``). Then the telemetry's share split by the interpreter's C functions (cachegrind sees C, not Python:
 ``_PyEval_EvalFrameDefault`` is Python code running, the others are where it spends in
 C), per stream, full minus baseline.
 
@@ -46,6 +46,8 @@ SMALL, LARGE = 10, 60
 BASELINE = "baseline (OTEL_SDK_DISABLED, WARNING logs)"
 FULL = "full telemetry (JSON INFO logs, no OTLP endpoint)"
 SINK = "full, exporting over OTLP/HTTP to a loopback sink"
+#: The opt-in native span processor; valgrind counts its Rust thread too.
+SINK_FASTOTEL = "full, exporting, spans sent by fastotel (FIT_CHECK_SPAN_PROCESSOR=fastotel)"
 #: Exports by batch size, not by the clock: under valgrind a stream takes about 50 times
 #: its real time, so the SDK's 5 s span schedule (60 s for metrics) would export tiny
 #: batches and charge each stream 50 times its real share of a clock-driven export.
@@ -62,6 +64,12 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER": "always_off",
     },
     SINK: {"LOG_FORMAT": "json", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", **BY_BATCH},
+    SINK_FASTOTEL: {
+        "LOG_FORMAT": "json",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "FIT_CHECK_SPAN_PROCESSOR": "fastotel",
+        **BY_BATCH,
+    },
 }
 TOP_FUNCTIONS = 12
 
@@ -264,7 +272,7 @@ def main() -> int:
     functions: dict[str, Counter[str]] = {}
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
         for name, env in chosen.items():
-            if name == SINK:
+            if name in (SINK, SINK_FASTOTEL):
                 env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": sink}
             keep = Path(tmp) / str(len(per_stream))
             keep.mkdir()

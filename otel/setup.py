@@ -63,6 +63,7 @@ class TelemetryConfig:
     capture_content: bool = False
     span_batch_size: int = 64
     span_queue_size: int = 2048
+    span_processor: Literal["batch", "fastotel"] = "batch"
 
 
 @dataclass(slots=True)
@@ -166,7 +167,14 @@ def setup_telemetry(
         protocol, config.otlp_endpoint, config.otlp_traces_endpoint, "/v1/traces"
     )
     trace_exports = chosen(config.traces_exporters, traces_endpoint)
-    for span_exporter in span_exporters(trace_exports, protocol, traces_endpoint):
+    batched = trace_exports
+    native = None
+    if "otlp" in trace_exports and config.span_processor == "fastotel":
+        native = native_span_processor(config, protocol, traces_endpoint)
+    if native is not None:
+        tracer_provider.add_span_processor(native)
+        batched = tuple(name for name in trace_exports if name != "otlp")
+    for span_exporter in span_exporters(batched, protocol, traces_endpoint):
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
                 span_exporter,
@@ -204,7 +212,40 @@ def setup_telemetry(
         shutdown_timeout_s=config.shutdown_timeout_s,
         registry=registry,
         exports={
-            "traces": describe(trace_exports, protocol, traces_endpoint, "traces"),
+            "traces": describe(trace_exports, protocol, traces_endpoint, "traces")
+            + (" (fastotel)" if native is not None else ""),
             "metrics": describe(metric_exports, protocol, metrics_endpoint, "metrics"),
         },
     )
+
+
+def native_span_processor(
+    config: TelemetryConfig, protocol: str, endpoint: str | None
+) -> SpanProcessor | None:
+    """fastotel's processor for the OTLP span export, or None (with a warning) when it
+    cannot serve it: the stock ``BatchSpanProcessor`` then does, so a wrong setting costs
+    speed, never spans.
+
+    Same batch and queue sizes as the stock pipeline; its shutdown waits in native code,
+    so it is bounded by ours rather than by its 30 s default.
+    """
+    if protocol != "http/protobuf":
+        log.warning(
+            "fastotel speaks OTLP/HTTP only; spans over %s use BatchSpanProcessor", protocol
+        )
+        return None
+    try:
+        from fastotel import OTLPSpanProcessor
+    except ImportError:
+        log.warning(
+            "FIT_CHECK_SPAN_PROCESSOR=fastotel but fastotel is not installed "
+            "(pip install 'fit-check[fastotel]'); spans use BatchSpanProcessor"
+        )
+        return None
+    processor: SpanProcessor = OTLPSpanProcessor(
+        endpoint=endpoint,  # None: the OTLP default, read by fastotel as by OTLPSpanExporter
+        max_queue_size=config.span_queue_size,
+        max_export_batch_size=min(config.span_batch_size, config.span_queue_size),
+        export_timeout_millis=config.shutdown_timeout_s * 1000,
+    )
+    return processor

@@ -175,16 +175,26 @@ def test_collector_outage_costs_no_answer_and_data_flows_again(stack: Stack) -> 
     )
 
 
-def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack: Stack) -> None:
+@pytest.mark.parametrize("span_processor", ["batch", "fastotel"])
+def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(
+    stack: Stack, span_processor: str
+) -> None:
     """SIGTERM with streams in flight: each ends with SHUTTING_DOWN, and their traces and
     counts reach Jaeger and Prometheus. The metric push interval is longer than the test,
-    so only the flush at shutdown can deliver the counts."""
+    so only the flush at shutdown can deliver the counts; with spans scheduled an hour
+    apart, only the flush can deliver the traces, with either span processor."""
+    instance = f"drained-{span_processor}"
     service = stack.start_service(
-        "fit-check-drained",
+        f"fit-check-{instance}",
         FIT_CHECK_LATENCY_MS="2000",
         FIT_CHECK_SHUTDOWN_GRACE_S="1",
+        FIT_CHECK_SPAN_PROCESSOR=span_processor,
         OTEL_METRIC_EXPORT_INTERVAL="600000",
-        OTEL_RESOURCE_ATTRIBUTES="service.instance.id=drained-e2e",
+        OTEL_BSP_SCHEDULE_DELAY="3600000",
+        OTEL_RESOURCE_ATTRIBUTES=f"service.instance.id={instance}",
+    )
+    assert f"/v1/traces{' (fastotel)' if span_processor == 'fastotel' else ''}" in (
+        service.log_path.read_text()
     )
     streams = 5
     opened = threading.Semaphore(0)
@@ -228,7 +238,9 @@ def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(stack:
         assert tags(root)["fit_check.cancel_reason"] == "shutdown"
     poll(
         lambda: (
-            stack.scalar('sum(fit_check_requests_total{status="cancelled",instance="drained-e2e"})')
+            stack.scalar(
+                f'sum(fit_check_requests_total{{status="cancelled",instance="{instance}"}})'
+            )
             == streams
         ),
         timeout_s=90,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
 
 import httpx
 import pytest
@@ -95,12 +97,22 @@ def closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+SPAN_PROCESSORS = ["batch", "fastotel"]
+
+
+@pytest.mark.parametrize("span_processor", SPAN_PROCESSORS)
 @pytest.mark.parametrize("endpoint_fixture", ["black_hole", "closed_port"])
 async def test_dead_or_slow_collector_costs_no_answer_and_shutdown_is_bounded(
-    request: pytest.FixtureRequest, endpoint_fixture: str
+    request: pytest.FixtureRequest,
+    endpoint_fixture: str,
+    span_processor: Literal["batch", "fastotel"],
 ) -> None:
     endpoint = request.getfixturevalue(endpoint_fixture)
-    runtime = setup_telemetry(TelemetryConfig(otlp_endpoint=endpoint, shutdown_timeout_s=1.0))
+    runtime = setup_telemetry(
+        TelemetryConfig(
+            otlp_endpoint=endpoint, shutdown_timeout_s=1.0, span_processor=span_processor
+        )
+    )
     app = build_app(make_settings(), runtime)
     for _ in range(3):
         events = parse_sse((await stream_once(app)).text)
@@ -162,6 +174,7 @@ def trace_receiver() -> Iterator[tuple[str, list[int]]]:
     server.server_close()
 
 
+@pytest.mark.parametrize("span_processor", SPAN_PROCESSORS)
 @pytest.mark.parametrize(
     ("env", "largest"), [({}, 64), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"}, 8)]
 )
@@ -170,17 +183,48 @@ async def test_spans_are_exported_in_small_batches(
     trace_receiver: tuple[str, list[int]],
     env: dict[str, str],
     largest: int,
+    span_processor: str,
 ) -> None:
     # Encoding a batch holds the GIL: the default is 64 spans, not the SDK's 512, and the
-    # standard variable still decides.
+    # standard variable still decides, with either span processor.
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     endpoint, batches = trace_receiver
-    settings = make_settings(otlp_endpoint=endpoint)
+    settings = make_settings(otlp_endpoint=endpoint, span_processor=span_processor)
     runtime = setup_telemetry(telemetry_config(settings))
+    assert runtime.exports["traces"].endswith(" (fastotel)") == (span_processor == "fastotel")
     app = build_app(settings, runtime)
     for _ in range(12):  # about 120 spans: more than one batch of 64
         assert parse_sse((await stream_once(app)).text)[-1][0] == "complete"
     assert await asyncio.to_thread(runtime.shutdown)
     assert sum(batches) >= 120
     assert max(batches) == largest
+
+
+@pytest.mark.parametrize("why", ["grpc", "not installed"])
+async def test_fastotel_that_cannot_serve_falls_back_to_the_stock_processor(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    trace_receiver: tuple[str, list[int]],
+    why: str,
+) -> None:
+    endpoint, batches = trace_receiver
+    if why == "not installed":
+        monkeypatch.setitem(sys.modules, "fastotel", None)  # its import raises ImportError
+        settings = make_settings(otlp_endpoint=endpoint, span_processor="fastotel")
+    else:
+        settings = make_settings(
+            otlp_endpoint=endpoint, otlp_protocol="grpc", span_processor="fastotel"
+        )
+    with caplog.at_level(logging.WARNING, logger="fit_check.telemetry"):
+        runtime = setup_telemetry(telemetry_config(settings))
+    assert "fastotel" in caplog.text
+    assert "BatchSpanProcessor" in caplog.text
+    assert not runtime.exports["traces"].endswith("(fastotel)")
+    if why == "not installed":  # the stock pipeline exports in its place
+        app = build_app(settings, runtime)
+        assert parse_sse((await stream_once(app)).text)[-1][0] == "complete"
+        assert await asyncio.to_thread(runtime.shutdown)
+        assert sum(batches) >= 10
+    else:
+        await asyncio.to_thread(runtime.shutdown)
