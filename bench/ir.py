@@ -12,9 +12,9 @@ piece switched off (log lines, spans), and full telemetry exporting over OTLP/HT
 loopback sink (``bench/otlp_sink.py``; by batch size, not by the clock: ``BY_BATCH``),
 with the stock span processor and with fastotel's (``FIT_CHECK_SPAN_PROCESSOR``),
 against the stock SDK's floor: the same telemetry units made by the stock SDK alone
-(``bench/floor_drive.py``). Then the telemetry's share split by the interpreter's C functions (cachegrind sees C, not Python:
-``_PyEval_EvalFrameDefault`` is Python code running, the others are where it spends in
-C), per stream, full minus baseline.
+(``bench/floor_drive.py``). Then the telemetry's share split by the interpreter's C
+functions (cachegrind sees C, not Python: ``_PyEval_EvalFrameDefault`` is Python code
+running, the others are where it spends in C), per stream, full minus baseline.
 
 ``--source DIR`` counts another checkout (e.g. a ``git worktree`` of an older commit)
 with this venv, for a before/after comparison of a change; ``--only NAME`` (a prefix)
