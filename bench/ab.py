@@ -2,7 +2,9 @@
 
 Two servers up at once, ``baseline`` (``OTEL_SDK_DISABLED=true``, WARNING text logs) and
 ``full`` (traces and metrics pushed over OTLP/HTTP to the local stack's real Collector, or
-the loopback sink without it; JSON INFO logs), with ``make bench``'s full-run sizes:
+the loopback sink without it; JSON INFO logs), and ``full-fastotel``, the same with the
+opt-in native span processor (``FIT_CHECK_SPAN_PROCESSOR=fastotel``), with ``make
+bench``'s full-run sizes:
 
 * 12 alternated rounds of 5 s flat out (wrk, 16 connections): CPU per stream, and the
   CPU telemetry adds, as medians of same-round differences;
@@ -27,7 +29,7 @@ from pathlib import Path
 from bench.run import FULL_RUN, Bench, log, preflight
 from bench.servers import dead_endpoint, otlp_endpoint, stack_available
 
-NAMES = ("baseline", "full")
+NAMES = ("baseline", "full", "full-fastotel")
 LATENCY_MS = 50
 
 
@@ -46,30 +48,32 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(FULL_RUN, endpoint, dead, Path(tmp))
             throughput, _ = bench.throughput(NAMES)
             rate = bench.same_rate(LATENCY_MS, NAMES)
-    base, full = throughput["baseline"], throughput["full"]
+    base = throughput["baseline"]
     print(f"\n`make bench-ab`, {FULL_RUN.rounds} alternated rounds of {FULL_RUN.seconds} s")
     print(f"({round(time.monotonic() - started)} s)\n")
     print("| variant | streams/s | CPU µs per stream | x baseline CPU | added µs per stream |")
     print("|---|---|---|---|---|")
-    for name, row in (("baseline", base), ("full", full)):
+    for name in NAMES:
+        row = throughput[name]
         added = "-" if name == "baseline" else f"{row['cpu_added_us']:,.0f}"
         print(
             f"| {name} | {row['rps']:.1f} | {row['cpu_us_per_request']:,.0f} | "
             f"{row['cpu_ratio']:.2f} | {added} |"
         )
-    per_round = [
-        f"{f['cpu_us_per_request'] - b['cpu_us_per_request']:,.0f}"
-        for f, b in zip(full["rounds"], base["rounds"], strict=True)
-    ]
-    print(f"\nAdded CPU per stream, round by round (µs): {', '.join(per_round)}")
-    p99 = {name: rate[name]["p99_ms"] for name in NAMES}
-    print(
-        f"At {rate['baseline']['rate']:.0f} streams/s, {LATENCY_MS} ms per provider call: p99 "
-        f"{p99['baseline']:.1f} ms baseline, {p99['full']:.1f} ms full "
-        f"({p99['full'] / p99['baseline']:.2f}x); completed "
-        f"{rate['baseline']['completed']}/{rate['baseline']['streams']} and "
-        f"{rate['full']['completed']}/{rate['full']['streams']}"
-    )
+    for name in NAMES[1:]:
+        per_round = [
+            f"{f['cpu_us_per_request'] - b['cpu_us_per_request']:,.0f}"
+            for f, b in zip(throughput[name]["rounds"], base["rounds"], strict=True)
+        ]
+        print(f"\nAdded CPU per stream by {name}, round by round (µs): {', '.join(per_round)}")
+    base_p99 = rate["baseline"]["p99_ms"]
+    print(f"\nAt {rate['baseline']['rate']:.0f} streams/s, {LATENCY_MS} ms per provider call:")
+    for name in NAMES:
+        print(
+            f"- {name}: p99 {rate[name]['p99_ms']:.1f} ms "
+            f"({rate[name]['p99_ms'] / base_p99:.2f}x the baseline's), "
+            f"{rate[name]['completed']}/{rate[name]['streams']} completed"
+        )
     return 0
 
 

@@ -85,6 +85,7 @@ SAMPLED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
     "OTEL_TRACES_SAMPLER_ARG": "0.1",
 }
+FASTOTEL = {**FULL, "FIT_CHECK_SPAN_PROCESSOR": "fastotel"}  # spans sent by native code
 NO_LOGS = {**FULL, "LOG_LEVEL": "WARNING"}
 NO_SPANS = {**FULL, "OTEL_TRACES_SAMPLER": "always_off"}  # spans made, none recorded
 METRICS_ONLY = {**NO_SPANS, "LOG_LEVEL": "WARNING"}
@@ -156,6 +157,7 @@ VARIANTS = {
     "baseline": Variant(BASELINE),
     "peer": Variant(BASELINE, peer=True),
     "full": Variant(FULL, otlp="live"),
+    "full-fastotel": Variant(FASTOTEL, otlp="live"),
     "full-otlp-dead": Variant(FULL, otlp="dead"),
     "full-sampled": Variant(SAMPLED, otlp="live"),
     "full-no-logs": Variant(NO_LOGS, otlp="live"),
