@@ -9,9 +9,10 @@ POSTs N offline streams through ``httpx.ASGITransport`` (no sockets), under
 
 Variants: the baseline (``OTEL_SDK_DISABLED``), full telemetry, full telemetry with one
 piece switched off (log lines, spans), and full telemetry exporting over OTLP/HTTP to a
-loopback sink (``bench/otlp_sink.py``; by batch size, not by the clock: ``BY_BATCH``),
-with the stock span processor and with fastotel's (``FIT_CHECK_SPAN_PROCESSOR``),
-against the stock SDK's floor: the same telemetry units made by the stock SDK alone
+loopback sink (``bench/otlp_sink.py``; by batch size, not by the clock: ``BY_BATCH``):
+with the stock span processor, with fastotel's (``FIT_CHECK_SPAN_PROCESSOR``), and
+without the metric push (one metric reader instead of two), then without exemplars too.
+Against them, the stock SDK's floor: the same telemetry units made by the stock SDK alone
 (``bench/floor_drive.py``). Then the telemetry's share split by the interpreter's C
 functions (cachegrind sees C, not Python: ``_PyEval_EvalFrameDefault`` is Python code
 running, the others are where it spends in C), per stream, full minus baseline.
@@ -48,6 +49,8 @@ FULL = "full telemetry (JSON INFO logs, no OTLP endpoint)"
 SINK = "full, exporting over OTLP/HTTP to a loopback sink"
 #: The opt-in native span processor; valgrind counts its Rust thread too.
 SINK_FASTOTEL = "full, exporting, spans sent by fastotel (FIT_CHECK_SPAN_PROCESSOR=fastotel)"
+SINK_NO_PUSH = "full, exporting spans, metrics not pushed (OTEL_METRICS_EXPORTER=none)"
+SINK_NO_PUSH_NO_EXEMPLARS = "full, exporting spans, metrics not pushed, no exemplars"
 #: Exports by batch size, not by the clock: under valgrind a stream takes about 50 times
 #: its real time, so the SDK's 5 s span schedule (60 s for metrics) would export tiny
 #: batches and charge each stream 50 times its real share of a clock-driven export.
@@ -70,7 +73,22 @@ VARIANTS: dict[str, dict[str, str]] = {
         "FIT_CHECK_SPAN_PROCESSOR": "fastotel",
         **BY_BATCH,
     },
+    # The second metric reader's share: each histogram record goes through every reader.
+    SINK_NO_PUSH: {
+        "LOG_FORMAT": "json",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRICS_EXPORTER": "none",
+        **BY_BATCH,
+    },
+    SINK_NO_PUSH_NO_EXEMPLARS: {
+        "LOG_FORMAT": "json",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_METRICS_EXEMPLAR_FILTER": "always_off",
+        **BY_BATCH,
+    },
 }
+EXPORTING = (SINK, SINK_FASTOTEL, SINK_NO_PUSH, SINK_NO_PUSH_NO_EXEMPLARS)
 TOP_FUNCTIONS = 12
 
 
@@ -272,7 +290,7 @@ def main() -> int:
     functions: dict[str, Counter[str]] = {}
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
         for name, env in chosen.items():
-            if name in (SINK, SINK_FASTOTEL):
+            if name in EXPORTING:
                 env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": sink}
             keep = Path(tmp) / str(len(per_stream))
             keep.mkdir()
