@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,15 +118,43 @@ class Service:
         assert events[-1][0] == "complete", events[-1]
         return events[0][1]["trace_id"], elapsed, events
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log_path.read_text().splitlines():
-            if raw.startswith("{"):
-                lines.append(json.loads(raw))
-        return lines
+    def log_lines(self, *, ended: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The JSON lines of its stdout; ``ended``: see ``settled``."""
 
-    def json_log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.json_log.read_text().splitlines()]
+        def read() -> list[dict[str, Any]]:
+            lines = self.log_path.read_text().splitlines()
+            return [json.loads(raw) for raw in lines if raw.startswith("{")]
+
+        return settled(read, ended)
+
+    def json_log_lines(self, *, ended: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The lines of its log file; ``ended``: see ``settled``."""
+
+        def read() -> list[dict[str, Any]]:
+            return [json.loads(raw) for raw in self.json_log.read_text().splitlines()]
+
+        return settled(read, ended)
+
+
+def settled(
+    read: Callable[[], list[dict[str, Any]]], trace_ids: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The lines once each of ``trace_ids`` has its "Request completed" line.
+
+    A stream's last line is written just after its client got the last event (the session
+    waits until its terminal frame is delivered), so a read right after a stream can miss it.
+    """
+    wanted = set(trace_ids)
+
+    def complete() -> list[dict[str, Any]] | None:
+        lines = read()
+        done = {x.get("trace_id") for x in lines if x.get("message") == "Request completed"}
+        return lines if wanted <= done else None
+
+    lines: list[dict[str, Any]] = poll(
+        complete, timeout_s=30, every_s=0.05, what=f"the last lines of {len(wanted)} streams"
+    )
+    return lines
 
 
 @dataclass

@@ -105,7 +105,7 @@ def test_ask_with_trace_prints_the_stream_then_its_trace(stack: Stack) -> None:
 def test_json_logs_hold_each_trace_id(stack: Stack) -> None:
     service = stack.services[1]
     trace_ids = [service.stream(f"logs-{n}")[0] for n in range(2)]
-    lines = service.log_lines()
+    lines = service.log_lines(ended=trace_ids)
     for trace_id in trace_ids:
         mine = [line for line in lines if line.get("trace_id") == trace_id]
         messages = {line["message"] for line in mine}
