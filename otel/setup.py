@@ -167,11 +167,13 @@ def setup_telemetry(
         protocol, config.otlp_endpoint, config.otlp_traces_endpoint, "/v1/traces"
     )
     trace_exports = chosen(config.traces_exporters, traces_endpoint)
+    native = (
+        native_span_processor(config, protocol, traces_endpoint)
+        if "otlp" in trace_exports and config.span_processor == "fastotel"
+        else None
+    )
     batched = trace_exports
-    native = None
-    if "otlp" in trace_exports and config.span_processor == "fastotel":
-        native = native_span_processor(config, protocol, traces_endpoint)
-    if native is not None:
+    if native is not None:  # it sends the OTLP spans; any other exporter stays batched
         tracer_provider.add_span_processor(native)
         batched = tuple(name for name in trace_exports if name != "otlp")
     for span_exporter in span_exporters(batched, protocol, traces_endpoint):
