@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -181,6 +182,24 @@ def test_victorialogs_version_pinned_consistently() -> None:
     assert f'VICTORIALOGS_VERSION="{tag}"' in BUILD_TOOLS.read_text()
     compose = _yaml().safe_load(COMPOSE.read_text())
     assert compose["services"]["victorialogs"]["image"].endswith(f":{tag}")
+
+
+def test_every_compose_build_arg_is_declared_by_its_dockerfile() -> None:
+    """Docker ignores a build argument no ``ARG`` declares (a warning, no error): the
+    extras of the service image would then silently not be installed."""
+    compose = _yaml().safe_load(COMPOSE.read_text())
+    checked = 0
+    for service in compose["services"].values():
+        build = service.get("build")
+        if not isinstance(build, dict) or not build.get("args"):
+            continue
+        dockerfile = (REPO / build.get("context", ".") / build["dockerfile"]).read_text()
+        declared = set(re.findall(r"^ARG (\w+)", dockerfile, re.M))
+        assert set(build["args"]) <= declared, (build["dockerfile"], declared)
+        checked += 1
+    assert checked
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "fastotel" in extras["optional-dependencies"]  # what the README tells to pass
 
 
 # --- Grafana ---------------------------------------------------------------------------
