@@ -94,6 +94,51 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16_384, ge=1024, validation_alias="FIT_CHECK_MAX_BODY_BYTES"
     )
+    # A body still unfinished this long after its headers gets 408 (a slow-body client
+    # holds no connection for longer).
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="FIT_CHECK_BODY_TIMEOUT_S"
+    )
+    # --- abuse ---------------------------------------------------------------------------
+    # Sessions whose client left and may still come back (the resume window) are held in
+    # their own, smaller allowance: past it the one waiting longest is dropped, so
+    # abandoned requests never keep honest clients out of the streaming cap above.
+    max_lingering_sessions: int = Field(
+        default=10, ge=0, validation_alias="FIT_CHECK_MAX_LINGERING_SESSIONS"
+    )
+    # Sessions (streaming or lingering) one client address may hold at once.
+    max_sessions_per_client: int = Field(
+        default=10, ge=1, validation_alias="FIT_CHECK_MAX_SESSIONS_PER_CLIENT"
+    )
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips:
+    # addresses or networks, comma-separated, "*" for any); none by default.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FIT_CHECK_FORWARDED_ALLOW_IPS"
+    )
+    # Reconnects (Last-Event-ID) one session serves; past it 429 RECONNECT_LIMIT. Each is
+    # one server span in the session's trace, so this bounds a trace's size.
+    max_reconnects: int = Field(default=50, ge=0, validation_alias="FIT_CHECK_MAX_RECONNECTS")
+    # Host header names this instance answers to, besides loopback and HOST; anything else
+    # gets 421 (DNS rebinding). "*" allows any (behind a proxy that checks it).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FIT_CHECK_ALLOWED_HOSTS"
+    )
+    # --- what an LLM may send ----------------------------------------------------------------
+    # Characters accepted of one LLM answer; past it the call ends as truncated (finish
+    # reason "length") and the provider's stream is closed, so nothing more is paid for.
+    llm_max_answer_chars: int = Field(
+        default=32_768, ge=256, le=1_048_576, validation_alias="FIT_CHECK_LLM_MAX_ANSWER_CHARS"
+    )
+    # Bytes of frames a session may hold that its reader has not been sent yet: past it
+    # the pipeline waits for the reader (backpressure), and with nobody reading it pauses.
+    send_buffer_bytes: int = Field(
+        default=262_144, ge=16_384, validation_alias="FIT_CHECK_SEND_BUFFER_BYTES"
+    )
+    # A reader that takes nothing for this long while frames wait for it ends its session
+    # with SLOW_READER (and a send blocked this long closes its connection).
+    slow_reader_s: float = Field(
+        default=15.0, gt=0, le=600, validation_alias="FIT_CHECK_SLOW_READER_S"
+    )
     sse_ping_s: float = Field(default=15.0, gt=0, validation_alias="FIT_CHECK_SSE_PING_S")
     # --- behind browsers and load balancers -------------------------------------------------
     # The `retry:` hint: how long an EventSource waits before it reconnects.
@@ -190,7 +235,7 @@ class Settings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", validation_alias="FIT_CHECK_METRICS_HOST")
     capture_content: bool = Field(default=False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "forwarded_allow_ips", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         """Accept the comma-separated form used in env files and compose."""

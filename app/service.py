@@ -26,6 +26,9 @@ from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.service")
 
+#: Why a reconnect is not served (``FitCheckService.resumable``).
+Resume = Literal["gone", "future", "limit"]
+
 
 class HealthResponse(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"] = Field(
@@ -71,6 +74,7 @@ class FitCheckService:
             breakers=breakers,
             telemetry=telemetry,
             timeout_s=settings.provider_timeout_s,
+            max_answer_chars=settings.llm_max_answer_chars,
         )
         pipeline = FitCheckPipeline(
             gateway=gateway,
@@ -83,7 +87,11 @@ class FitCheckService:
             telemetry=telemetry,
             providers=providers,
             breakers=breakers,
-            sessions=LiveSessions(settings.max_concurrent_sessions),
+            sessions=LiveSessions(
+                settings.max_concurrent_sessions,
+                max_lingering=settings.max_lingering_sessions,
+                per_client=settings.max_sessions_per_client,
+            ),
             pipeline=pipeline,
         )
         telemetry.prepare(
@@ -97,8 +105,8 @@ class FitCheckService:
         return service
 
     # --- sessions -----------------------------------------------------------------------
-    def open_session(self, request: FitCheckRequest) -> SessionRun:
-        """Admit a session (raises SessionLimitReached past the limit) and prepare its run."""
+    def open_session(self, request: FitCheckRequest, client: str = "") -> SessionRun:
+        """Admit a session (raises SessionLimitReached past a limit) and prepare its run."""
         settings = self.settings
         run = SessionRun(
             key=new_stream_key(),
@@ -112,29 +120,46 @@ class FitCheckService:
             replay_bytes=settings.replay_buffer_bytes,
             retry_ms=settings.sse_retry_ms,
             on_closed=self.sessions.discard,
+            send_buffer_bytes=settings.send_buffer_bytes,
+            slow_reader_s=settings.slow_reader_s,
+            client=client,
         )
         self.sessions.add(run)
         return run
 
-    def resumable(self, last: LastEventId) -> SessionRun | None:
-        """The live session a client can read on from, or None (answer 204: stop)."""
+    def resumable(self, last: LastEventId) -> SessionRun | Resume:
+        """The live session a client can read on from, or why not: ``gone`` (answer 204:
+        stop), ``future`` (400: no such event was sent) or ``limit`` (429: this session
+        has served ``FIT_CHECK_MAX_RECONNECTS`` reconnects)."""
         if last.terminal:
-            return None
+            return "gone"
         run = self.sessions.get(last.key)
         if run is None:
-            return None
-        if not run.can_resume_after(last.seq):
-            run.abandon()
-            return None
+            return "gone"
+        verdict = run.resume_verdict(last.seq)
+        if verdict == "gone":
+            run.abandon()  # the frames it needs are dropped: nobody can read it any more
+            return verdict
+        if verdict == "future":
+            return verdict  # a forged or mistaken id: the session is not harmed
+        if run.reconnects >= self.settings.max_reconnects:
+            return "limit"
+        run.reconnects += 1
         return run
 
     def resume_trace_parent(self, last_event_id: str) -> str | None:
-        """For the tracing middleware: the span a reconnect's server span is a child of."""
+        """For the tracing middleware: the span a reconnect's server span is a child of
+        (none for a reconnect that will be refused: its span is not the session's)."""
         last = parse_last_event_id(last_event_id)
         if last is None or last.terminal:
             return None
         run = self.sessions.get(last.key)
-        if run is None or run.trace is None or not run.can_resume_after(last.seq):
+        if (
+            run is None
+            or run.trace is None
+            or run.resume_verdict(last.seq) != "ok"
+            or run.reconnects >= self.settings.max_reconnects
+        ):
             return None
         return run.trace.traceparent
 

@@ -56,8 +56,9 @@ RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
 CANCELLED: Final = "cancelled"
 
-#: Why a request was cancelled: its client went away, or the instance shut down.
-CancelReason = Literal["client_gone", "shutdown"]
+#: Why a request was cancelled: its client went away, the instance shut down, or its
+#: client's connection stopped taking events.
+CancelReason = Literal["client_gone", "shutdown", "slow_reader"]
 SpanOutcome = Literal["success", "error", "cancelled"]
 
 

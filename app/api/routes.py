@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from app.api.direct_send import body_frames_direct
@@ -18,15 +20,16 @@ from app.api.schemas import (
     sse_event_schema,
 )
 from app.models import FitCheckRequest
-from app.pipeline.event_ids import MAX_LAST_EVENT_ID_LENGTH, parse_last_event_id
+from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.session import SessionRun
 from app.service import FitCheckService, HealthResponse
 from otel.facade import Telemetry, TraceRef
 from otel.scrape import bearer_token_matches
 
-RETRY_AFTER_S = 5
 SHUTTING_DOWN_RETRY_AFTER_S = 1
+
+log = logging.getLogger("fit_check.api")
 
 
 async def get_service(request: Request) -> FitCheckService:
@@ -40,7 +43,6 @@ LastEventIdHeader = Annotated[
     str | None,
     Header(
         alias="Last-Event-ID",
-        max_length=MAX_LAST_EVENT_ID_LENGTH,
         description="Sent by an EventSource that reconnects: resume the stream after "
         "this event, or get 204 (stop reconnecting) when there is nothing to resume. "
         "Never starts a new analysis.",
@@ -63,9 +65,14 @@ class SessionStreamResponse(EventSourceResponse):
         *,
         after: int | None,
         ping_s: float,
+        send_timeout_s: float,
         headers: dict[str, str],
     ) -> None:
-        super().__init__(run.frames(after), ping=ping_s, headers=headers)
+        # The send timeout: a connection that takes nothing (a client that stopped
+        # reading) is closed instead of holding its session for good.
+        super().__init__(
+            run.frames(after), ping=ping_s, headers=headers, send_timeout=send_timeout_s
+        )
         # Connection is hop-by-hop: the server decides (HTTP/1.0 clients get `close`).
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"connection"]
         self._run = run
@@ -80,6 +87,11 @@ class SessionStreamResponse(EventSourceResponse):
                 self._telemetry.stream_resumed(self._run.session_id, self._after)
             try:
                 await super().__call__(scope, receive, body_frames_direct(scope, send))
+            except SendTimeoutError:
+                # Nothing more can go down this connection; the session may still be
+                # resumed on another within its window.
+                log.warning("The client took no data in time; closing its connection")
+                self._run.reader_stalled()
             finally:
                 if self._after is None:
                     await self._run.linger()
@@ -95,7 +107,11 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     403: {"model": ErrorBody, "description": "Origin header not in ALLOWED_ORIGINS"},
     413: {"model": ErrorBody, "description": "Body larger than FIT_CHECK_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "Invalid query, session_id or body"},
-    429: {"model": ErrorBody, "description": "FIT_CHECK_MAX_CONCURRENT_SESSIONS reached"},
+    429: {
+        "model": ErrorBody,
+        "description": "FIT_CHECK_MAX_CONCURRENT_SESSIONS or FIT_CHECK_MAX_SESSIONS_PER_CLIENT "
+        "reached (RATE_LIMITED), or this session's reconnects are used up (RECONNECT_LIMIT)",
+    },
     503: {"model": ErrorBody, "description": "The instance is shutting down: retry"},
 }
 
@@ -109,8 +125,14 @@ def _stream_headers(session_id: str, trace: TraceRef | None) -> dict[str, str]:
     return headers
 
 
+def _client(request: Request) -> str:
+    """The client's address: the peer's, or the one a trusted proxy names (uvicorn's proxy
+    headers, ``FIT_CHECK_FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client is not None else ""
+
+
 def _open_stream(
-    service: FitCheckService, body: FitCheckRequest, last_event_id: str | None
+    service: FitCheckService, body: FitCheckRequest, client: str, last_event_id: str | None
 ) -> Response:
     if last_event_id:  # an empty one names no stream: a client's first connection
         return _resume_stream(service, last_event_id)
@@ -124,39 +146,47 @@ def _open_stream(
             headers={"Retry-After": str(SHUTTING_DOWN_RETRY_AFTER_S), "Connection": "close"},
         )
     try:
-        run = service.open_session(body)
+        run = service.open_session(body, client)
     except SessionLimitReached as exc:
         telemetry.rejected("rate_limited")
         return error_response(
-            429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
+            429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         )
+    return _session_response(service, run, after=None)
+
+
+def _session_response(service: FitCheckService, run: SessionRun, after: int | None) -> Response:
+    settings = service.settings
     return SessionStreamResponse(
         run,
-        telemetry,
-        after=None,
-        ping_s=service.settings.sse_ping_s,
-        headers=_stream_headers(run.session_id, telemetry.current_trace()),
+        service.telemetry,
+        after=after,
+        ping_s=settings.sse_ping_s,
+        send_timeout_s=settings.slow_reader_s,
+        headers=_stream_headers(run.session_id, service.telemetry.current_trace()),
     )
 
 
 def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
     """A reconnect never starts an analysis: it reads on, or is told to stop (204)."""
     last = parse_last_event_id(last_event_id)
-    if last is None:
+    resumed = None if last is None else service.resumable(last)
+    if resumed is None or resumed == "future":
         service.telemetry.rejected("invalid_request")
         return error_response(
             400, "INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id this service sent"
         )
-    run = service.resumable(last)
-    if run is None:
+    if resumed == "gone":
         return Response(status_code=204)
-    return SessionStreamResponse(
-        run,
-        service.telemetry,
-        after=last.seq,
-        ping_s=service.settings.sse_ping_s,
-        headers=_stream_headers(run.session_id, service.telemetry.current_trace()),
-    )
+    if resumed == "limit":
+        service.telemetry.rejected("rate_limited")
+        return error_response(
+            429,
+            "RECONNECT_LIMIT",
+            f"this stream has been resumed {service.settings.max_reconnects} times, the "
+            "limit; start a new analysis",
+        )
+    return _session_response(service, resumed, after=last.seq if last is not None else None)
 
 
 @router.post(
@@ -167,9 +197,12 @@ def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
     tags=["fit-check"],
 )
 async def stream_post(
-    body: FitCheckRequest, service: ServiceDep, last_event_id: LastEventIdHeader = None
+    body: FitCheckRequest,
+    request: Request,
+    service: ServiceDep,
+    last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    return _open_stream(service, body, last_event_id)
+    return _open_stream(service, body, _client(request), last_event_id)
 
 
 @router.get(
@@ -181,10 +214,11 @@ async def stream_post(
 )
 async def stream_get(
     params: Annotated[FitCheckRequest, Query()],
+    request: Request,
     service: ServiceDep,
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    return _open_stream(service, params, last_event_id)
+    return _open_stream(service, params, _client(request), last_event_id)
 
 
 @router.get("/api/fit-check/health", response_model=HealthResponse, tags=["health"])

@@ -27,7 +27,9 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 
 #: Codes of the ``error`` event. INVALID_QUERY and RATE_LIMITED are not among them: they
 #: are HTTP error answers (422, 429), sent before any stream starts.
-StreamErrorCode = Literal["AGENT_ERROR", "SEARCH_ERROR", "LLM_ERROR", "TIMEOUT", "SHUTTING_DOWN"]
+StreamErrorCode = Literal[
+    "AGENT_ERROR", "SEARCH_ERROR", "LLM_ERROR", "TIMEOUT", "SHUTTING_DOWN", "SLOW_READER"
+]
 ThoughtKind = Literal["reasoning", "tool_call", "observation"]
 
 _CLOSED = ConfigDict(extra="forbid")
@@ -78,7 +80,11 @@ class CompleteEvent(TypedDict):
 class ErrorEvent(TypedDict):
     code: Annotated[
         StreamErrorCode,
-        Field(description="SHUTTING_DOWN: the instance is draining; send the request again."),
+        Field(
+            description="SHUTTING_DOWN: the instance is draining; send the request again. "
+            "SLOW_READER: the connection took no events for a while and the analysis was "
+            "stopped."
+        ),
     ]
     message: str
 
@@ -127,6 +133,41 @@ class Event:
             self.type.encode(),
             _json(self.data),
         )
+
+
+#: No frame is larger than this: text from a provider is split (report chunks) or clipped
+#: (thoughts) to ``MAX_TEXT_CHARS``, which JSON-escapes to at most 12 KiB, and any other
+#: payload past it is replaced by a note (``bounded_frame``).
+MAX_FRAME_BYTES = 16_384
+MAX_TEXT_CHARS = 1024
+
+
+def split_text(text: str) -> list[str]:
+    """``text`` in pieces of at most ``MAX_TEXT_CHARS``: one report chunk per piece."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return [text]
+    return [text[i : i + MAX_TEXT_CHARS] for i in range(0, len(text), MAX_TEXT_CHARS)]
+
+
+def clip_text(text: str) -> str:
+    """``text`` cut to ``MAX_TEXT_CHARS``, saying how much was left out."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return f"{text[:MAX_TEXT_CHARS]}... ({len(text) - MAX_TEXT_CHARS} more characters)"
+
+
+def bounded_frame(event: Event, event_id: str) -> bytes:
+    """The event's frame, or, past ``MAX_FRAME_BYTES``, a frame that says what was left
+    out: a step's data from a provider (search results) can be any size."""
+    frame = event.encode(event_id)
+    if len(frame) <= MAX_FRAME_BYTES:
+        return frame
+    if event.type == "phase_complete":
+        data: Any = dict(event.data)
+        data["data"] = {"omitted": f"{len(frame)} bytes, over the {MAX_FRAME_BYTES} limit"}
+        data["summary"] = clip_text(data["summary"])
+        return Event("phase_complete", data).encode(event_id)
+    raise ValueError(f"a {event.type} frame of {len(frame)} bytes")  # split or clipped before
 
 
 def _json(data: EventData) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from app.pipeline.events import PipelineError, StreamErrorCode
 from app.providers.base import (
@@ -19,6 +19,25 @@ from app.resilience.breaker import CircuitBreaker, CircuitOpenError
 from otel.facade import Telemetry
 
 T = TypeVar("T")
+
+#: ``gen_ai.response.finish_reasons`` of an answer cut at the service's own cap: the value
+#: the GenAI conventions (and OpenAI) give an answer that ended at its token limit.
+TRUNCATED = "length"
+
+
+class Answer(NamedTuple):
+    text: str
+    #: Cut at ``FIT_CHECK_LLM_MAX_ANSWER_CHARS``: the model had more to say.
+    truncated: bool
+
+
+class FlowControl(Protocol):
+    """Holds a streamed answer back while its reader is behind (the session)."""
+
+    @property
+    def congested(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
 
 
 async def _all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
@@ -42,7 +61,9 @@ class ProviderGateway:
         breakers: dict[str, CircuitBreaker],
         telemetry: Telemetry,
         timeout_s: float,
+        max_answer_chars: int = 32_768,
     ) -> None:
+        self._max_answer_chars = max_answer_chars
         self._search = search
         self._llm = llm
         self._breakers = breakers
@@ -65,25 +86,45 @@ class ProviderGateway:
         return await self._guarded("search", "SEARCH_ERROR", call)
 
     async def complete(
-        self, request: LLMRequest, on_chunk: Callable[[str], None] | None = None
-    ) -> str:
-        """Stream one completion; ``on_chunk`` sees each piece as it arrives."""
+        self,
+        request: LLMRequest,
+        on_chunk: Callable[[str], None] | None = None,
+        flow: FlowControl | None = None,
+    ) -> Answer:
+        """Stream one completion; ``on_chunk`` sees each piece as it arrives.
 
-        async def call() -> str:
+        At most ``max_answer_chars`` of it are taken: past that the provider's stream is
+        closed (a closed connection stops the generation, so nothing more is paid for) and
+        the answer is marked truncated. While ``flow`` is congested, no more is read.
+        """
+        budget = self._max_answer_chars
+
+        async def call() -> Answer:
             with self._telemetry.llm_call(
                 provider=self._llm.name, model=self._llm.model, input_messages=request.messages
             ) as usage:
+                parts = usage.output_parts
+                left = budget
+                truncated = False
                 async with asyncio.timeout(self._timeout_s):
                     async with aclosing(self._llm.stream(request, usage)) as chunks:
                         async for chunk in chunks:
-                            usage.output_parts.append(chunk)
-                            if on_chunk is not None:
+                            if len(chunk) > left:
+                                chunk, truncated = chunk[:left], True
+                            left -= len(chunk)
+                            parts.append(chunk)
+                            if on_chunk is not None and chunk:
                                 on_chunk(chunk)
-                text = "".join(usage.output_parts)
+                            if truncated:
+                                usage.finish_reason = TRUNCATED
+                                break
+                            if flow is not None and flow.congested:
+                                await flow.wait_for_room()
+                text = "".join(parts)
                 if not text.strip():
                     # Never an empty success: a report with nothing in it is a failed call.
                     raise ProviderError("the LLM answered no text")
-                return text
+                return Answer(text, truncated)
 
         return await self._guarded("llm", "LLM_ERROR", call)
 

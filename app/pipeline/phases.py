@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app.pipeline.analysis import (
     Profile,
@@ -29,12 +29,33 @@ from app.pipeline.events import (
     ResponseEvent,
     ThoughtEvent,
     ThoughtKind,
+    clip_text,
+    split_text,
 )
-from app.pipeline.gateway import ProviderGateway
+from app.pipeline.gateway import Answer, ProviderGateway
 from app.providers.base import LLMRequest, Message
 from otel.facade import Telemetry
 
-Emit = Callable[[Event], None]
+
+class EventSink(Protocol):
+    """Where the pipeline's events go (the session), and how it holds the pipeline back."""
+
+    def __call__(self, event: Event) -> None: ...
+
+    @property
+    def congested(self) -> bool:
+        """More events wait for the reader than the session will hold: stop producing."""
+        ...
+
+    async def wait_for_room(self) -> None: ...
+
+    async def wait_for_reader(self) -> None:
+        """Before work that costs money: returns once somebody reads the session."""
+        ...
+
+
+#: What tests' pipelines take: they only emit.
+Emit = EventSink
 
 SYSTEM_PROMPT = (
     "You assess whether a software engineer fits an employer. Be specific and skeptical: "
@@ -52,7 +73,7 @@ class PhaseResult:
 class PhaseEmitter:
     """Emits the events of one run; drops thoughts when the client did not ask for them."""
 
-    def __init__(self, emit: Emit, include_thoughts: bool, telemetry: Telemetry) -> None:
+    def __init__(self, emit: EventSink, include_thoughts: bool, telemetry: Telemetry) -> None:
         self.emit = emit
         self._include_thoughts = include_thoughts
         self._telemetry = telemetry
@@ -64,7 +85,7 @@ class PhaseEmitter:
         if not self._include_thoughts:
             return
         self._step += 1
-        thought = ThoughtEvent(step=self._step, type=kind, content=content)
+        thought = ThoughtEvent(step=self._step, type=kind, content=clip_text(content))
         if tool is not None:
             thought["tool"] = tool
         if input is not None:
@@ -109,7 +130,7 @@ class FitCheckPipeline:
         self._search_queries = search_queries
         self._results_per_query = results_per_query
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool = True) -> None:
         run = PhaseEmitter(emit, include_thoughts, self._telemetry)
         profile = self._profile
 
@@ -119,6 +140,7 @@ class FitCheckPipeline:
             result.summary = f"Evaluating {profile.name} against a {kind.replace('_', ' ')}"
             result.data = {"query_kind": kind, "engineer": profile.name}
 
+        await emit.wait_for_reader()
         with run.phase("deep_research", "Researching the employer") as result:
             queries = self._research_queries(query)
             for q in queries:
@@ -142,8 +164,10 @@ class FitCheckPipeline:
             "matches": [m.as_dict() for m in matches],
         }
 
+        await emit.wait_for_reader()
         with run.phase("skeptical_comparison", "Comparing skeptically") as result:
-            text = await self._gateway.complete(self._request("skeptical_comparison", facts))
+            answer = await self._gateway.complete(self._request("skeptical_comparison", facts))
+            text = answer.text
             run.thought("reasoning", text)
             gaps = [m.skill for m in matches if m.verdict == "gap"]
             result.summary = text.split(". ")[0][:200]
@@ -156,19 +180,34 @@ class FitCheckPipeline:
         score = overall_score(matches)
         facts.update(score=score, label=fit_label(score))
 
+        await emit.wait_for_reader()
         with run.phase("skills_matching", "Matching skills") as result:
-            text = await self._gateway.complete(self._request("skills_matching", facts))
+            text = (await self._gateway.complete(self._request("skills_matching", facts))).text
             run.thought("reasoning", text)
             result.summary = f"Fit score {score}/100 over {len(matches)} skills"
             result.data = {"score": score, "matches": facts["matches"]}
 
+        await emit.wait_for_reader()
         with run.phase("generate_results", "Writing the report") as result:
+
+            def on_chunk(chunk: str) -> None:
+                for piece in split_text(chunk):
+                    emit(Event("response", ResponseEvent(chunk=piece)))
+
             report = await self._gateway.complete(
                 self._request("generate_results", facts, max_tokens=1200),
-                on_chunk=lambda chunk: emit(Event("response", ResponseEvent(chunk=chunk))),
+                on_chunk=on_chunk,
+                flow=emit,
             )
+            if report.truncated:
+                on_chunk(_cut_note(report))
             result.summary = f"{fit_label(score).capitalize()} ({score}/100)"
-            result.data = {"score": score, "label": fit_label(score), "characters": len(report)}
+            result.data = {
+                "score": score,
+                "label": fit_label(score),
+                "characters": len(report.text),
+                "truncated": report.truncated,
+            }
 
     @staticmethod
     def _query_kind(query: str) -> str:
@@ -202,3 +241,7 @@ class FitCheckPipeline:
             max_tokens=max_tokens,
             messages=(Message("system", SYSTEM_PROMPT), Message("user", user)),
         )
+
+
+def _cut_note(answer: Answer) -> str:
+    return f"\n\n*(The report was cut at {len(answer.text)} characters: the model wrote more.)*\n"

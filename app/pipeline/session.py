@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 
@@ -38,8 +38,9 @@ from app.pipeline.events import (
     PipelineError,
     SessionEvent,
     StreamErrorCode,
+    bounded_frame,
 )
-from app.pipeline.phases import Emit
+from app.pipeline.phases import EventSink
 from app.pipeline.replay import ReplayBuffer
 from otel.facade import CancelReason, RequestScope, Telemetry, TraceRef
 
@@ -49,11 +50,30 @@ log = logging.getLogger("fit_check.session")
 class Pipeline(Protocol):
     """What a session runs (``FitCheckPipeline``): emits events, raises PipelineError."""
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None: ...
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None: ...
+
+
+#: Whether a reconnect whose last event was ``seq`` can read on: ``gone`` (the session is
+#: over, or the frames after ``seq`` were dropped), ``future`` (no such event was sent).
+ResumeVerdict = Literal["ok", "gone", "future"]
+
+#: How an ended session is told apart: the code of its ``error`` event, its message, and
+#: the reason it is counted ``cancelled`` with.
+_StopReason = tuple[StreamErrorCode, str, CancelReason]
+_SHUTTING_DOWN: _StopReason = (
+    "SHUTTING_DOWN",
+    "The service is restarting; send it again",
+    "shutdown",
+)
+_SLOW_READER: _StopReason = (
+    "SLOW_READER",
+    "The connection did not take the stream's events in time; the analysis was stopped",
+    "slow_reader",
+)
 
 
 class SessionRun:
-    """Owns the pipeline task, the replay buffer and the reader of one session."""
+    """Owns the pipeline task, the frames and the reader of one session."""
 
     def __init__(
         self,
@@ -70,11 +90,19 @@ class SessionRun:
         retry_ms: int,
         on_closed: Callable[[SessionRun], None],
         close_timeout_s: float = 5.0,
+        send_buffer_bytes: int = 262_144,
+        slow_reader_s: float = 30.0,
+        client: str = "",
     ) -> None:
         self.key = key
         self.session_id = session_id
+        #: The address the session was opened from (the per-client limit counts it).
+        self.client = client
+        #: Reconnects served so far (``FIT_CHECK_MAX_RECONNECTS`` bounds them).
+        self.reconnects = 0
         #: The opening request's trace (known once started); a reconnect's span joins it.
         self.trace: TraceRef | None = None
+        self.opened_at = time.monotonic()
         self._query = query
         self._include_thoughts = include_thoughts
         self._pipeline = pipeline
@@ -84,15 +112,19 @@ class SessionRun:
         self._retry_frame = b"retry: %d\r\n\r\n" % retry_ms
         self._on_closed = on_closed
         self._close_timeout_s = close_timeout_s
+        self._send_buffer_bytes = send_buffer_bytes
+        self._slow_reader_s = slow_reader_s
         self._buffer = ReplayBuffer(replay_bytes)
         self._new_frames = asyncio.Event()  # a frame was added, or the reader was replaced
         self._changed = asyncio.Event()  # a reader came or went, or the task ended
         self._delivered = asyncio.Event()  # a reader was sent the terminal event
+        self._progress = asyncio.Event()  # the reader was sent frames, or came or went
         self._reader: object | None = None
+        self._reader_left_at: float | None = None
         self._sent_any = False
         self._terminal_seq: int | None = None
         self._first_phase_seq: int | None = None
-        self._stopping = False
+        self._stop: _StopReason | None = None
         self._abandoned = False
         self._task: asyncio.Task[None] | None = None
         self._scope: RequestScope | None = None
@@ -111,11 +143,35 @@ class SessionRun:
         """Settled, or about to be: nothing more can be read from it."""
         return self._closed or (self._task is not None and self._task.done())
 
-    def can_resume_after(self, seq: int) -> bool:
+    @property
+    def ended(self) -> bool:
+        """The terminal event is emitted (it may not be delivered yet)."""
+        return self._terminal_seq is not None
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of frames held: at most the replay allowance, plus the send allowance,
+        plus one frame."""
+        return self._buffer.size
+
+    @property
+    def lingering_since(self) -> float | None:
+        """When its last reader left (``time.monotonic``), while nobody reads a session
+        that was read: it then only waits for its client to come back."""
+        if self._reader is not None or not self._sent_any or self.finished:
+            return None
+        return self._reader_left_at
+
+    def resume_verdict(self, seq: int) -> ResumeVerdict:
         """Whether a client whose last event was ``seq`` can read on from here."""
         if self.finished or (self._terminal_seq is not None and seq >= self._terminal_seq):
-            return False
-        return self._buffer.holds(seq + 1)  # also: no id from the future
+            return "gone"
+        if seq >= self._buffer.next_seq:
+            return "future"
+        return "ok" if self._buffer.holds(seq + 1) else "gone"
+
+    def can_resume_after(self, seq: int) -> bool:
+        return self.resume_verdict(seq) == "ok"
 
     async def linger(self) -> None:
         """Wait until the session is settled, then close it. Called by the opening request
@@ -148,8 +204,9 @@ class SessionRun:
             await self.close()
 
     def abandon(self) -> None:
-        """Its client asked for frames the replay buffer no longer holds: nobody can read
-        this session any more, so it ends now instead of at the end of its window."""
+        """Nobody can read this session any more (its client asked for frames already
+        dropped, or lingering sessions are over their allowance): it ends now instead of
+        at the end of its resume window."""
         if self._reader is None:
             self._abandoned = True
             self._changed.set()
@@ -163,8 +220,15 @@ class SessionRun:
         if self._reader is None:
             self._cancel(task, "shutdown")
         elif self._terminal_seq is None:
-            self._stopping = True
+            self._stop = _SHUTTING_DOWN
             task.cancel()
+
+    def reader_stalled(self) -> None:
+        """The reader's connection stopped taking frames (a send timed out): if nobody
+        comes back, the session is counted as ended by a slow reader."""
+        scope = self._scope
+        if scope is not None and scope.cancel_reason is None:
+            scope.cancel_reason = "slow_reader"
 
     async def close(self) -> None:
         """Stop the task if it still runs, wait for it (bounded), leave the live set."""
@@ -175,13 +239,16 @@ class SessionRun:
             task = self._task
             if task is not None and not task.done():
                 self._cancel(task, "client_gone")
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout_s):
-                    await asyncio.wait({task})
-                if not task.done():
-                    log.error("Session task did not stop within %ss", self._close_timeout_s)
+                await self._wait_task(task)
         finally:
             self._new_frames.set()  # a reader still waiting ends its stream
             self._on_closed(self)
+
+    async def _wait_task(self, task: asyncio.Task[None]) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout_s):
+            await asyncio.wait({task})
+        if not task.done():
+            log.error("Session task did not stop within %ss", self._close_timeout_s)
 
     def _cancel(self, task: asyncio.Task[None], reason: CancelReason) -> None:
         scope = self._scope
@@ -190,6 +257,42 @@ class SessionRun:
             if scope.stream_ended is None:
                 scope.stream_ended = time.perf_counter()
         task.cancel()
+
+    # --- backpressure (the pipeline's side of ``EventSink``) ---------------------------
+    @property
+    def congested(self) -> bool:
+        """More frames wait for the reader than the send allowance holds."""
+        return self._buffer.unsent_bytes > self._send_buffer_bytes
+
+    async def wait_for_room(self) -> None:
+        """Return once the reader has taken enough frames. With nobody reading, wait for a
+        reader (the resume window ends the wait); a reader that takes nothing for
+        ``slow_reader_s`` ends the session with ``SLOW_READER``."""
+        while self.congested:
+            self._progress.clear()
+            stall = self._slow_reader_s if self._reader is not None else None
+            try:
+                async with asyncio.timeout(stall):
+                    await self._progress.wait()
+            except TimeoutError:
+                log.warning("Reader took no frames for %ss; stopping the session", stall)
+                await self._stop_self(_SLOW_READER)
+
+    async def wait_for_reader(self) -> None:
+        """Before work that costs money: a session whose client left (and may come back)
+        spends nothing more until it does; the resume window ends the wait."""
+        while self._reader is None and self._sent_any:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def _stop_self(self, reason: _StopReason) -> None:
+        """End the pipeline from inside its own task, as ``shut_down`` does from outside."""
+        task = asyncio.current_task()
+        if task is None or self._task is not task:
+            raise RuntimeError("only the session's own task stops itself")
+        self._stop = reason
+        task.cancel()
+        await asyncio.sleep(0)  # the cancellation lands here
 
     # --- reading -------------------------------------------------------------------------
     async def frames(self, after: int | None = None) -> AsyncGenerator[bytes, None]:
@@ -203,15 +306,21 @@ class SessionRun:
         """
         token = object()
         self._reader = token
+        self._reader_left_at = None
         self._new_frames.set()  # wake the reader this one replaces
         self._changed.set()
+        self._progress.set()
         position = 0 if after is None else after + 1
+        buffer = self._buffer
+        buffer.sent_through(position)  # what this reader has not had is kept for it
         prefix = self._retry_frame
         try:
             while self._reader is token and not self._closed:
-                batch = self._buffer.since(position)
+                batch = buffer.since(position)
                 if batch is None:
-                    log.warning("Reader fell behind the replay buffer; ending its stream")
+                    # Only a reconnect can ask for frames already gone (they were dropped
+                    # between its check and now); the live reader's frames are kept.
+                    log.warning("Reader asked for frames no longer kept; ending its stream")
                     return
                 if not batch:
                     self._new_frames.clear()
@@ -221,15 +330,24 @@ class SessionRun:
                 self._note_sent(position)
                 yield prefix + b"".join(batch)
                 prefix = b""
+                if self._reader is token:
+                    buffer.sent_through(position)
+                    self._progress.set()
                 if self._terminal_seq is not None and position > self._terminal_seq:
                     self._delivered.set()
+                    # The request's span ends with the stream's last frame: let the task
+                    # record the outcome on it first.
+                    if self._task is not None and not self._task.done():
+                        await self._wait_task(self._task)
                     return
         finally:
             if self._reader is token:
                 self._reader = None
+                self._reader_left_at = time.monotonic()
                 if self._scope is not None:
                     self._scope.stream_ended = time.perf_counter()
                 self._changed.set()
+                self._progress.set()
 
     def _note_sent(self, position: int) -> None:
         self._sent_any = True
@@ -243,10 +361,12 @@ class SessionRun:
         return None if self.trace is None else self.trace.trace_id
 
     # --- the pipeline task ----------------------------------------------------------------
-    def _emit(self, event: Event) -> None:
-        seq = self._buffer.next_seq
+    def __call__(self, event: Event) -> None:
+        """Emit ``event``: the pipeline's side of ``EventSink``."""
+        buffer = self._buffer
+        seq = buffer.next_seq
         terminal = event.terminal
-        self._buffer.append(event.encode(event_id(self.key, seq, terminal=terminal)))
+        buffer.append(bounded_frame(event, event_id(self.key, seq, terminal=terminal)))
         if terminal:
             self._terminal_seq = seq
         elif self._first_phase_seq is None and event.type == "phase":
@@ -257,7 +377,7 @@ class SessionRun:
         started = time.perf_counter()
         with self._telemetry.request(self.session_id, query_length=len(self._query)) as scope:
             self._scope = scope
-            self._emit(
+            self(
                 Event(
                     "session", SessionEvent(session_id=self.session_id, trace_id=self._trace_id())
                 )
@@ -272,7 +392,7 @@ class SessionRun:
                         trace_id=self._trace_id(),
                     ),
                 )
-            self._emit(terminal)
+            self(terminal)
             # Settled once a reader got it; if nobody does, the owner cancels this wait
             # when the resume window ends, and the request counts as cancelled.
             await self._delivered.wait()
@@ -281,18 +401,19 @@ class SessionRun:
         """Run the pipeline; None on success, else the ``error`` event to send."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._pipeline.run(
-                    self._query, self._emit, include_thoughts=self._include_thoughts
-                )
+                await self._pipeline.run(self._query, self, include_thoughts=self._include_thoughts)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not self._stopping or task is None:
+            stop = self._stop
+            if stop is None or task is None:
                 raise
             task.uncancel()
+            code, message, reason = stop
             scope.outcome = "cancelled"
-            scope.cancel_reason = "shutdown"
-            log.warning("Request stopped: the instance is shutting down")
-            return _error("SHUTTING_DOWN", "The service is restarting; send it again")
+            scope.cancel_reason = reason
+            if reason == "shutdown":
+                log.warning("Request stopped: the instance is shutting down")
+            return _error(code, message)
         except TimeoutError:
             scope.outcome = "timeout"
             log.warning("Request timed out", extra={"timeout_s": self._timeout_s})

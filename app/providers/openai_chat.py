@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from app.providers.base import LLMRequest, LLMUsage, ProviderError
+
+#: The longest line of a streamed answer taken (one ``data:`` line is one chunk, a few
+#: hundred bytes), and the largest answer that is not streamed: past them the call fails
+#: instead of the line or body being held in memory whole.
+MAX_LINE_BYTES = 262_144
+MAX_BODY_BYTES = 4_194_304
 
 
 class OpenAIChat:
@@ -50,13 +57,14 @@ class OpenAIChat:
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     # Some OpenAI-compatible servers ignore `stream: true` and answer one
                     # plain chat.completion: read that form as one chunk.
-                    yield _read_completion(_json_object(await response.aread()), usage)
+                    whole = await _read_bounded(response.aiter_bytes(), MAX_BODY_BYTES)
+                    yield _read_completion(_json_object(whole), usage)
                     return
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                async for line in _lines(response.aiter_bytes(), MAX_LINE_BYTES):
+                    if not line.startswith(b"data:"):
                         continue
                     payload = line[5:].strip()
-                    if payload == "[DONE]":
+                    if payload == b"[DONE]":
                         break
                     text = _read_chunk(_json_object(payload), usage)
                     if text:
@@ -69,14 +77,47 @@ class OpenAIChat:
         await self.http_client.aclose()
 
 
-def _json_object(payload: str | bytes) -> dict[str, Any]:
+async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise ProviderError(f"LLM server sent an answer over {limit} bytes")
+    return bytes(body)
+
+
+async def _lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The lines of a byte stream (LF or CRLF), none longer than ``limit``: httpx's own
+    line reader keeps a line however long it grows."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r")
+        if len(pending) > limit:
+            raise ProviderError(f"LLM server sent a line over {limit} bytes")
+    if pending:
+        yield pending.removesuffix(b"\r")
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """orjson, or the standard library for what orjson refuses and JSON allows (an escaped
+    lone surrogate, which the events then send escaped)."""
     try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise ProviderError("LLM server sent malformed JSON") from exc
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        value = _stdlib_json(payload)
     if not isinstance(value, dict):
         raise ProviderError("LLM server sent JSON that is not an object")
     return value
+
+
+def _stdlib_json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProviderError("LLM server sent malformed JSON") from exc
 
 
 def _read_usage(data: dict[str, Any], usage: LLMUsage) -> None:

@@ -60,6 +60,7 @@ async def test_the_published_events_are_exactly_the_ones_defined(client: httpx.A
         "LLM_ERROR",
         "TIMEOUT",
         "SHUTTING_DOWN",
+        "SLOW_READER",
     ]
     assert all(schema.get("additionalProperties") is False for schema in schemas.values())
 

@@ -196,19 +196,26 @@ async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
     assert messages.count("Nobody came back for the session; dropping it") == 1
 
 
-async def test_a_result_finished_while_the_client_was_away_is_still_delivered(
+async def test_a_session_whose_client_is_away_spends_nothing_until_it_is_back(
     harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
+    """Lingering sessions stop spending after the phase in flight: the reconnect then
+    gets the whole analysis, and a client that never comes back cost no LLM call."""
     providers, _, llm = counting_providers(llm_delay_s=0.05)
     h = harness_factory(providers=providers, resume_window_s=10)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
         _, first = await read_events(client, stop_after="session")
-        await wait_until(lambda: llm.calls == 3 and llm.active == 0)  # finished meanwhile
+        await wait_until(lambda: h.service.sessions.all()[0].lingering_since is not None)
+        await wait_until(lambda: llm.active == 0)
+        spent = llm.calls  # the phase in flight when the client left, if any
+        await asyncio.sleep(0.3)  # six LLM calls' time: none may start while nobody reads
+        assert llm.calls == spent <= 1
         assert h.service.sessions.active == 1
         resumed, rest = await read_events(client, last_event_id=first[-1].id)
     assert resumed.status_code == 200
     assert rest[-1].event == "complete"
     assert seqs(first + rest) == list(range(len(first + rest)))
+    assert llm.calls == 3
     assert h.telemetry.value("fit_check.requests", status="success") == 1
 
 
@@ -235,12 +242,17 @@ async def test_a_second_reader_takes_the_stream_over(
 async def test_a_reconnect_older_than_the_replay_buffer_gets_204(
     harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
-    providers, _, llm = counting_providers(llm_delay_s=0.05)
+    providers, _, _ = counting_providers(llm_delay_s=0.05)
     h = harness_factory(providers=providers, replay_buffer_bytes=4096, resume_window_s=10)
     async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
-        _, first = await read_events(client, stop_after="session")
-        await wait_until(lambda: llm.calls == 3 and llm.active == 0)
-        gone, _ = await read_events(client, last_event_id=first[-1].id)
+        # Up to the report's phase, past 4 KiB of frames sent: the oldest are gone.
+        async with aconnect_sse(client, "GET", STREAM, params=QUERY) as source:
+            first = []
+            async for sse in events_of(source.aiter_sse()):
+                first.append(sse)
+                if sse.event == "phase" and "generate_results" in sse.data:
+                    break
+        gone, _ = await read_events(client, last_event_id=first[0].id)
         # Nobody can read that session any more: it ends now, not at the end of its window.
         await wait_until(lambda: h.service.sessions.active == 0)
     assert gone.status_code == 204

@@ -87,7 +87,13 @@ async def test_a_storm_of_500_disconnects_leaves_nothing_behind(
     """Clients that vanish mid-stream and never come back: each session waits out its
     resume window, then nothing of it is left (no session, task, span or buffer)."""
     providers, _, llm = counting_providers(llm_delay_s=0.05)
-    h = harness_factory(providers=providers, max_concurrent_sessions=1000, resume_window_s=0.5)
+    h = harness_factory(
+        providers=providers,
+        max_concurrent_sessions=1000,
+        max_lingering_sessions=1000,  # every one of them waits out its window
+        max_sessions_per_client=1000,
+        resume_window_s=0.5,
+    )
 
     async def one() -> None:
         reader, writer = await open_stream(server.url)

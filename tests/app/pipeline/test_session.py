@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from app.pipeline.event_ids import parse_last_event_id
-from app.pipeline.events import Event, PhaseEvent, PipelineError
+from app.pipeline.events import Event, PhaseEvent, PipelineError, ResponseEvent
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import Emit
 from app.pipeline.session import Pipeline, SessionRun
@@ -111,33 +112,121 @@ async def test_resumable_only_after_events_it_sent_and_not_after_the_end(
     assert run.finished and not run.can_resume_after(1)
 
 
-async def test_a_reader_behind_the_replay_buffer_ends_and_cannot_resume(
-    session: tuple[SessionRun, SteppedPipeline, list[SessionRun]], json_log: io.StringIO
+class Flooding:
+    """A runaway model: ``chunks`` report chunks of 1,000 characters, as fast as the
+    session lets it (it honours backpressure as the gateway does)."""
+
+    def __init__(self, chunks: int = 200) -> None:
+        self.chunks = chunks
+        self.emitted = 0
+
+    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+        for _ in range(self.chunks):
+            emit(Event("response", ResponseEvent(chunk="x" * 1000)))
+            self.emitted += 1
+            if emit.congested:
+                await emit.wait_for_room()
+
+
+def flooded_run(pipeline: Flooding, captured: CapturedTelemetry, **overrides: Any) -> SessionRun:
+    settings: dict[str, Any] = {
+        "key": "DDDDDDDDDDDDDDDD",
+        "session_id": "s-flood",
+        "query": "q",
+        "include_thoughts": False,
+        "pipeline": pipeline,
+        "telemetry": captured.runtime.telemetry,
+        "timeout_s": 30,
+        "resume_window_s": 0,
+        "replay_bytes": 4096,
+        "retry_ms": 1000,
+        "on_closed": lambda _run: None,
+        "send_buffer_bytes": 16_384,
+        "slow_reader_s": 5,
+    }
+    return SessionRun(**{**settings, **overrides})
+
+
+#: What a flooded session may hold: the replay and send allowances and one frame.
+FLOOD_BOUND = 4096 + 16_384 + 1100
+
+
+async def test_a_reader_that_keeps_up_is_never_cut_however_small_the_replay_buffer(
+    json_log: io.StringIO,
 ) -> None:
-    run, pipeline, closed = session
+    """200 KB through a 4 KiB replay buffer: the frames the reader has not had yet are
+    kept (and the producer waits for it), so it gets every one and the terminal event."""
+    pipeline = Flooding()
+    captured = captured_telemetry()
+    run = flooded_run(pipeline, captured)
     run.start()
-    for n in range(2, 120):  # about 80 bytes a frame: far past the 4 KiB buffer
-        await pipeline.step(run, expected_next=n)
-    assert not run.can_resume_after(0)
-    assert run.can_resume_after(118)
-    behind = [frame async for frame in run.frames(after=0)]
-    assert behind == []  # ends at once: the frames it needs are gone
-    warnings = [line["message"] for line in lines_of(json_log) if line["level"] == "WARNING"]
-    assert warnings == ["Reader fell behind the replay buffer; ending its stream"]
-    run.abandon()
+    frames = b""
+    async for batch in run.frames(after=None):
+        frames += batch
+        assert run.held_bytes <= FLOOD_BOUND
     await run.linger()
-    assert closed == [run]
+    assert frames.count(b"event: response") == 200
+    assert data_of(frames, "complete")
+    assert [line for line in lines_of(json_log) if line["level"] != "INFO"] == []
+    assert captured.value("fit_check.requests", status="success") == 1
+
+
+async def test_a_reader_that_takes_nothing_ends_the_session_with_slow_reader(
+    json_log: io.StringIO,
+) -> None:
+    pipeline = Flooding()
+    captured = captured_telemetry()
+    run = flooded_run(pipeline, captured, slow_reader_s=0.2)
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)  # and then it takes nothing more
+    await wait_until(lambda: run.ended)  # its terminal event waits for the reader
+    assert pipeline.emitted < 40  # it stopped at the send allowance, not at 200
+    rest = b"".join([frame async for frame in reader])  # the client reads again, late
+    await run.linger()
+    assert data_of(rest, "error")["code"] == "SLOW_READER"
+    (completed,) = [line for line in lines_of(json_log) if line["message"] == "Request completed"]
+    assert (completed["status"], completed["reason"]) == ("cancelled", "slow_reader")
+    assert captured.value("fit_check.requests", status="cancelled") == 1
+
+
+async def test_with_nobody_reading_the_pipeline_waits_and_memory_stays_bounded() -> None:
+    pipeline = Flooding()
+    captured = captured_telemetry()
+    run = flooded_run(pipeline, captured, resume_window_s=30, slow_reader_s=0.1)
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)
+    await reader.aclose()  # the client left; it may come back within 30 s
+    await wait_until(lambda: run.congested)
+    emitted = pipeline.emitted
+    await asyncio.sleep(0.3)  # past the slow-reader bound: waiting for nobody is no stall
+    assert pipeline.emitted == emitted < 40
+    assert run.held_bytes <= FLOOD_BOUND
+    assert run.lingering_since is not None and not run.finished
+    back = b"".join([frame async for frame in run.frames(after=0)])  # it came back
+    assert back.count(b"event: response") == 200
+    await run.linger()
+    assert captured.value("fit_check.requests", status="success") == 1
+
+
+class Live:
+    def __init__(self, key: str, client: str = "10.0.0.1") -> None:
+        self.key = key
+        self.client = client
+        self.opened_at = time.monotonic()
+        self.lingering_since: float | None = None
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
 async def test_the_live_set_admits_up_to_its_limit_and_forgets_exactly_once() -> None:
-    class Keyed:
-        def __init__(self, key: str) -> None:
-            self.key = key
-
-    live: LiveSessions[Keyed] = LiveSessions(limit=1)
-    first, second = Keyed("a"), Keyed("b")
+    live: LiveSessions[Live] = LiveSessions(limit=1)
+    first, second = Live("a"), Live("b")
     live.add(first)
-    with pytest.raises(SessionLimitReached, match=r"^1 sessions are already streaming$"):
+    with pytest.raises(SessionLimitReached, match=r"^1 sessions are streaming"):
         live.add(second)
     assert live.get("a") is first and live.active == 1
     assert not await live.wait_empty(0.01)
@@ -147,6 +236,47 @@ async def test_the_live_set_admits_up_to_its_limit_and_forgets_exactly_once() ->
     live.discard(first)
     assert live.active == 0 and live.get("a") is None
     assert await live.wait_empty(0.01)
+
+
+def test_lingering_sessions_leave_the_cap_to_streams_and_the_oldest_go_first() -> None:
+    live: LiveSessions[Live] = LiveSessions(limit=2, max_lingering=1, per_client=10)
+    old, newer = Live("a"), Live("b")
+    live.add(old)
+    live.add(newer)
+    old.lingering_since, newer.lingering_since = 1.0, 2.0  # both clients left
+    live.add(Live("c", client="10.0.0.2"))  # lingering sessions do not hold the cap
+    assert (old.abandoned, newer.abandoned) == (True, False)  # one lingering allowed
+    live.add(Live("d", client="10.0.0.2"))
+    with pytest.raises(SessionLimitReached) as refused:
+        live.add(Live("e", client="10.0.0.3"))
+    assert str(refused.value) == (
+        "2 sessions are streaming (the limit is 2) and 2 wait for their clients to come back"
+    )
+    assert 1 <= refused.value.retry_after_s <= 5  # the running estimate, not a constant
+
+
+def test_one_client_holds_at_most_its_share() -> None:
+    live: LiveSessions[Live] = LiveSessions(limit=10, per_client=2)
+    live.add(Live("a"))
+    lingering = Live("b")
+    live.add(lingering)
+    lingering.lingering_since = 1.0  # a lingering session still counts for its client
+    with pytest.raises(SessionLimitReached, match=r"^this client already has 2 sessions"):
+        live.add(Live("c"))
+    live.add(Live("d", client="10.0.0.2"))  # another client is not affected
+
+
+def test_retry_after_follows_how_long_sessions_take() -> None:
+    live: LiveSessions[Live] = LiveSessions(limit=1)
+    for n in range(30):  # sessions that took 30 s each
+        done = Live(f"x{n}")
+        live.add(done)
+        done.opened_at -= 30
+        live.discard(done)
+    live.add(Live("a"))
+    with pytest.raises(SessionLimitReached) as refused:
+        live.add(Live("b"))
+    assert 25 <= refused.value.retry_after_s <= 30
 
 
 async def test_a_frame_without_a_phase_yet_is_sent_and_first_event_waits_for_the_phase(
