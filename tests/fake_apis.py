@@ -33,6 +33,8 @@ class FakeAPI:
     results: int = 1
     #: Pause between streamed chunks: a real model's pace, each chunk arriving alone.
     chunk_gap_s: float = 0.0
+    #: (chunks, characters each): a runaway model that streams this instead of ``reply``.
+    flood: tuple[int, int] | None = None
 
     def app(self) -> Starlette:
         return Starlette(
@@ -77,6 +79,8 @@ class FakeAPI:
                 }
             )
         words = self.reply.split(" ") if self.reply else []
+        if self.flood is not None:
+            return StreamingResponse(self._flood(*self.flood), media_type="text/event-stream")
 
         async def chunks() -> AsyncIterator[bytes]:
             for i, word in enumerate(words):
@@ -108,6 +112,15 @@ class FakeAPI:
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    async def _flood(self, count: int, size: int) -> AsyncIterator[bytes]:
+        text = "lorem ipsum " * (size // 12) + "x" * (size % 12)
+        chunk = _sse(
+            {"id": "c1", "model": self.model, "choices": [{"index": 0, "delta": {"content": text}}]}
+        )
+        for _ in range(count):
+            yield chunk
+        yield b"data: [DONE]\n\n"
 
     async def _search(self, request: Request) -> Response:
         self._record(request, None)

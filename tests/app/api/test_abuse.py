@@ -1,0 +1,186 @@
+"""Cheap abuse and what a runaway model sends, over real sockets on loopback.
+
+The attacker connects from 127.0.0.1 and the honest client from 127.0.0.2: the whole
+127.0.0.0/8 block is loopback on Linux, so the per-client rules see two addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from app.pipeline.events import MAX_FRAME_BYTES
+from tests.fake_apis import FakeAPI, provider_settings
+from tests.fakes import counting_providers
+from tests.helpers import HarnessFactory, LiveServerFactory, attrs, wait_until
+
+HONEST = "127.0.0.2"
+STREAM = "/api/fit-check/stream"
+GO = {"query": "Go"}
+GET_STREAM = b"GET /api/fit-check/stream?query=Ledgerline HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+async def fire_and_forget(port: int) -> None:
+    """A request that is sent and dropped 50 ms later, reading nothing."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GET_STREAM)
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def first_event_after(url: str, deadline_s: float) -> float:
+    """Seconds until an honest client from another address gets its first phase event,
+    asking again 100 ms after each 429."""
+    started = time.monotonic()
+    transport = httpx.AsyncHTTPTransport(local_address=HONEST)
+    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=5) as client:
+        while time.monotonic() - started < deadline_s:
+            async with client.stream("GET", STREAM, params={"query": "Ledgerline"}) as r:
+                if r.status_code == 429:
+                    body = json.loads(await r.aread())
+                    assert body["code"] == "RATE_LIMITED"
+                    assert int(r.headers["retry-after"]) >= 1
+                    await asyncio.sleep(0.1)
+                    continue
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    if line.startswith("event: phase"):
+                        return time.monotonic() - started
+    return float("inf")
+
+
+async def test_abandoned_requests_at_the_cap_do_not_keep_an_honest_client_out(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """Five requests re-opened and dropped every 0.2 s against a cap of five: before
+    lingering sessions had their own allowance, each held its slot for the resume window
+    and the honest client got 429 for as long as the abuse lasted."""
+    providers, _, llm = counting_providers(llm_delay_s=2)
+    h = harness_factory(
+        providers=providers,
+        max_concurrent_sessions=5,
+        max_sessions_per_client=5,  # the per-client limit alone would not stop this
+        resume_window_s=10,
+    )
+    async with live_server(h.app) as server:
+
+        async def abuse(rounds: int) -> None:
+            for _ in range(rounds):
+                await asyncio.gather(*(fire_and_forget(server.port) for _ in range(5)))
+                await asyncio.sleep(0.15)
+
+        attack = asyncio.create_task(abuse(rounds=30))  # about 6 s
+        await wait_until(lambda: h.service.sessions.active >= 5)  # the cap is taken
+        waited = await first_event_after(server.url, deadline_s=5)
+        attack.cancel()
+        await asyncio.gather(attack, return_exceptions=True)
+    assert waited <= 2.0, f"the honest client waited {waited:.1f} s"
+    assert llm.calls <= 5 + 3  # abandoned sessions stop spending after the phase in flight
+
+
+async def test_one_client_gets_its_share_and_429_says_why(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=5)
+    h = harness_factory(providers=providers, max_sessions_per_client=2)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        streams = [client.stream("GET", STREAM, params={"query": "Go"}) for _ in range(2)]
+        for stream in streams:
+            assert (await stream.__aenter__()).status_code == 200
+        refused = await client.get(STREAM, params={"query": "Go"})
+        assert refused.status_code == 429
+        assert refused.json()["message"] == (
+            "this client already has 2 sessions open (the limit per client is 2)"
+        )
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        transport = httpx.AsyncHTTPTransport(local_address=HONEST)
+        async with (
+            httpx.AsyncClient(base_url=server.url, transport=transport) as other,
+            other.stream("GET", STREAM, params={"query": "Go"}) as allowed,
+        ):
+            assert allowed.status_code == 200
+        for stream in streams:
+            await stream.__aexit__(None, None, None)
+
+
+async def test_reconnects_are_capped_and_a_trace_stays_bounded(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """A client that reconnects with its own id over and over: past the cap it gets 429
+    RECONNECT_LIMIT, and those refusals are not spans of the session's trace."""
+    providers, _, _ = counting_providers(llm_delay_s=5)
+    h = harness_factory(providers=providers, max_reconnects=3)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with aconnect_sse(client, "GET", STREAM, params={"query": "Go"}) as first:
+            session = await anext(e async for e in first.aiter_sse() if e.id)
+        statuses = []
+        for _ in range(20):  # a storm; each one hangs up after the first event
+            headers = {"Last-Event-ID": session.id}
+            async with client.stream("GET", STREAM, params=GO, headers=headers) as again:
+                statuses.append(again.status_code)
+                if again.status_code != 200:
+                    assert json.loads(await again.aread())["code"] == "RECONNECT_LIMIT"
+    assert statuses == [200] * 3 + [429] * 17
+    trace_id = json.loads(session.data)["trace_id"]
+    server_spans = [
+        s
+        for s in h.telemetry.spans.get_finished_spans()
+        if format(s.context.trace_id, "032x") == trace_id and "fit_check.phase" not in s.name
+    ]
+    assert len([s for s in server_spans if "GET" in s.name]) <= 1 + 3
+
+
+async def test_an_event_id_from_the_future_is_refused_without_harming_the_session(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=0.3)
+    h = harness_factory(providers=providers, resume_window_s=10)
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with aconnect_sse(client, "GET", STREAM, params={"query": "Go"}) as first:
+            session = await anext(e async for e in first.aiter_sse() if e.id)
+        key = session.id.split(".")[0]
+        forged = await client.get(STREAM, params=GO, headers={"Last-Event-ID": f"{key}.500"})
+        assert forged.status_code == 400
+        assert forged.json()["code"] == "INVALID_LAST_EVENT_ID"
+        async with aconnect_sse(
+            client, "GET", STREAM, params=GO, headers={"Last-Event-ID": session.id}
+        ) as owner:
+            events = [e.event async for e in owner.aiter_sse() if e.id]
+    assert events[-1] == "complete"
+
+
+async def test_a_runaway_answer_is_cut_and_a_fast_reader_gets_a_whole_report(
+    harness_factory: HarnessFactory,
+    live_server: LiveServerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """20,000 chunks of 2,000 characters against a 4 KiB replay buffer: the answer is cut
+    at the character cap (and the provider's stream closed), the report says so, no frame
+    is over the stated size, and a reader that keeps up gets every event and the end."""
+    fake = FakeAPI(flood=(20_000, 2_000))
+    caplog.set_level(logging.WARNING, logger="opentelemetry")
+    async with live_server(fake.app()) as api:
+        h = harness_factory(
+            **provider_settings(api.url), replay_buffer_bytes=4096, llm_max_answer_chars=50_000
+        )
+        async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as c:
+            async with aconnect_sse(c, "GET", STREAM, params={"query": "Go"}) as source:
+                events = [(e.event, e.data) async for e in source.aiter_sse() if e.id]
+    assert events[-1][0] == "complete"
+    report = "".join(json.loads(d)["chunk"] for name, d in events if name == "response")
+    assert report.startswith("lorem ipsum")
+    assert report.endswith("characters: the model wrote more.)*\n")
+    assert len(report) < 50_000 + 200
+    assert max(len(d) for _, d in events) < MAX_FRAME_BYTES
+    chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert [attrs(s)["gen_ai.response.finish_reasons"] for s in chats] == [("length",)] * 3
+    ended_span_warnings = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
+    assert ended_span_warnings == []
