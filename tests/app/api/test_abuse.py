@@ -171,9 +171,12 @@ async def test_a_runaway_answer_is_cut_and_a_fast_reader_gets_a_whole_report(
         h = harness_factory(
             **provider_settings(api.url), replay_buffer_bytes=4096, llm_max_answer_chars=50_000
         )
-        async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as c:
-            async with aconnect_sse(c, "GET", STREAM, params={"query": "Go"}) as source:
-                events = [(e.event, e.data) async for e in source.aiter_sse() if e.id]
+        async with (
+            live_server(h.app) as server,
+            httpx.AsyncClient(base_url=server.url) as c,
+            aconnect_sse(c, "GET", STREAM, params=GO) as source,
+        ):
+            events = [(e.event, e.data) async for e in source.aiter_sse() if e.id]
     assert events[-1][0] == "complete"
     report = "".join(json.loads(d)["chunk"] for name, d in events if name == "response")
     assert report.startswith("lorem ipsum")
