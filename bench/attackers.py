@@ -30,7 +30,7 @@ async def huge_header(url: str) -> None:
     while True:
         try:
             _, writer = await _connect(url)
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ")
             for _ in range(HUGE_HEADER_BYTES // len(chunk)):
                 writer.write(chunk)
                 await writer.drain()
@@ -44,7 +44,7 @@ async def slowloris(url: str) -> None:
     while True:
         try:
             _, writer = await _connect(url)
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             while True:
                 await writer.drain()
                 await asyncio.sleep(1)
@@ -56,7 +56,8 @@ async def slowloris(url: str) -> None:
 async def quadratic_query(url: str) -> None:
     """The input that made the old query check quadratic, POSTed back to back."""
     request = (
-        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n"
         + f"Content-Length: {len(QUADRATIC_QUERY)}\r\n\r\n".encode()
         + QUADRATIC_QUERY
     )
@@ -74,6 +75,42 @@ async def quadratic_query(url: str) -> None:
                 await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, StopIteration):
             await asyncio.sleep(0.01)
+
+
+async def abandon(url: str) -> None:
+    """A stream asked for and dropped 50 ms later, reading nothing, every 0.2 s."""
+    request = b"GET /api/fit-check/stream?query=Ledgerline HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    while True:
+        try:
+            _, writer = await _connect(url)
+            writer.write(request)
+            await asyncio.sleep(0.05)
+            writer.close()
+        except OSError:
+            pass
+        await asyncio.sleep(0.15)
+
+
+#: The honest client's own address: another client, as far as per-client limits go.
+HONEST_ADDRESS = "127.0.0.2"
+
+
+def first_event_s(url: str, give_up_s: float = 30.0) -> float:
+    """Seconds until a client from ``HONEST_ADDRESS`` sees its first phase event, asking
+    again 100 ms after each 429 (infinity if it never does within ``give_up_s``)."""
+    started = time.perf_counter()
+    transport = httpx.HTTPTransport(local_address=HONEST_ADDRESS)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        while time.perf_counter() - started < give_up_s:
+            params = {"query": "Ledgerline"}
+            with client.stream("GET", f"{url}/api/fit-check/stream", params=params) as response:
+                if response.status_code != 200:
+                    time.sleep(0.1)  # the client's pace, not synchronisation
+                    continue
+                for line in response.iter_lines():
+                    if line.startswith("event: phase"):
+                        return time.perf_counter() - started
+    return math.inf
 
 
 def probe_health(url: str, probes: int = 150) -> tuple[list[float], int]:
@@ -99,7 +136,12 @@ def percentile(latencies: list[float], share: float) -> float:
     return latencies[max(0, int(len(latencies) * share) - 1)]
 
 
-ATTACKS = {"huge-header": huge_header, "slowloris": slowloris, "quadratic-query": quadratic_query}
+ATTACKS = {
+    "huge-header": huge_header,
+    "slowloris": slowloris,
+    "quadratic-query": quadratic_query,
+    "abandon": abandon,
+}
 
 
 async def main(kind: str, url: str, clients: int) -> None:

@@ -25,9 +25,7 @@ def main() -> int:
     else:
         chunks = int(sys.argv[2])
         gap_s = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
-        fake = FakeAPI(
-            reply=" ".join(f"w{n}" for n in range(chunks)), results=5, chunk_gap_s=gap_s
-        )
+        fake = FakeAPI(reply=" ".join(f"w{n}" for n in range(chunks)), results=5, chunk_gap_s=gap_s)
     uvicorn.run(fake.app(), host="127.0.0.1", port=port, log_level="warning")
     return 0
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from opentelemetry.trace import SpanKind
 
 from app.pipeline.events import MAX_FRAME_BYTES
 from tests.fake_apis import FakeAPI, provider_settings
@@ -185,5 +187,43 @@ async def test_a_runaway_answer_is_cut_and_a_fast_reader_gets_a_whole_report(
     assert max(len(d) for _, d in events) < MAX_FRAME_BYTES
     chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
     assert [attrs(s)["gen_ai.response.finish_reasons"] for s in chats] == [("length",)] * 3
+    ended_span_warnings = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
+    assert ended_span_warnings == []
+
+
+async def test_a_reader_that_stops_reading_ends_its_span_with_the_reason(
+    harness_factory: HarnessFactory,
+    live_server: LiveServerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request span of a cut reader used to end with status UNSET and no outcome, and
+    the SDK warned later of attributes set on an ended span."""
+    fake = FakeAPI(flood=(20_000, 2_000))
+    caplog.set_level(logging.WARNING, logger="opentelemetry")
+    async with live_server(fake.app()) as api:
+        h = harness_factory(
+            **provider_settings(api.url),
+            llm_max_answer_chars=1_048_576,
+            slow_reader_s=0.5,
+            resume_window_s=0.5,
+        )
+        async with live_server(h.app) as server:
+            # Small kernel buffers on both ends (an accepted socket inherits the listening
+            # socket's), so the megabytes of the report cannot all sit in them.
+            for listening in server.server.servers[0].sockets:
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            await asyncio.get_running_loop().sock_sendall(sock, GET_STREAM)  # and reads nothing
+            await wait_until(lambda: h.service.sessions.active == 1)
+            await wait_until(lambda: h.service.sessions.active == 0, timeout_s=20)
+            sock.close()
+    spans = h.telemetry.spans.get_finished_spans()
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert request.status.status_code.name == "ERROR"
+    assert attrs(request)["fit_check.outcome"] == "cancelled"
+    assert attrs(request)["fit_check.cancel_reason"] == "slow_reader"
     ended_span_warnings = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
     assert ended_span_warnings == []
