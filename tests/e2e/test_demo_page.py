@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 from playwright.async_api import Request, Route, expect
@@ -70,6 +72,30 @@ async def test_a_hostile_report_is_shown_as_text_never_as_markup(
     assert '<img src=x onerror="window.pwned=1">' in text
     assert "<script>window.pwned=2</script>" in text
     assert "<b>code</b>" in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["x" * 2001, "Acme \u202egnp.exe Corp", "Acme\x00Corp"],
+    ids=["too-long", "bidi-override", "nul"],
+)
+async def test_a_refused_deep_link_shows_the_apis_reason(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory, query: str
+) -> None:
+    h = harness_factory()
+    params = urlencode({"query": query, "include_thoughts": "true"})
+    async with live_server(h.app) as server, chromium_page() as page:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            refusal = await client.get(f"/api/fit-check/stream?{params}")
+        await page.goto(f"{server.url}/?{urlencode({'query': query})}")
+        status = page.locator("#status")
+        # An EventSource cannot read a 422's body: the page asks again with fetch.
+        await expect(status).to_have_text(
+            f"{refusal.json()['code']}: {refusal.json()['message']}", timeout=15_000
+        )
+        await expect(status).to_have_class("error")
+        await expect(page.locator("#go")).to_be_enabled()
+    assert refusal.status_code == 422
 
 
 @pytest.mark.parametrize(
