@@ -54,9 +54,6 @@ class EventSink(Protocol):
         ...
 
 
-#: What tests' pipelines take: they only emit.
-Emit = EventSink
-
 SYSTEM_PROMPT = (
     "You assess whether a software engineer fits an employer. Be specific and skeptical: "
     "claim only what the evidence supports. Use the JSON facts you are given."

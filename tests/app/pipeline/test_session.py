@@ -16,7 +16,7 @@ import pytest
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.events import Event, PhaseEvent, PipelineError, ResponseEvent
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
-from app.pipeline.phases import Emit
+from app.pipeline.phases import EventSink
 from app.pipeline.session import Pipeline, SessionRun
 from otel.facade import Telemetry
 from otel.testing import CapturedTelemetry, captured_telemetry
@@ -31,7 +31,7 @@ class SteppedPipeline:
         self.steps: asyncio.Queue[bool] = asyncio.Queue()
         self.running = asyncio.Event()
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool = True) -> None:
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool = True) -> None:
         self.running.set()
         while await self.steps.get():
             emit(Event("phase", PhaseEvent(phase="connecting", message=query)))
@@ -120,7 +120,7 @@ class Flooding:
         self.chunks = chunks
         self.emitted = 0
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
         for _ in range(self.chunks):
             emit(Event("response", ResponseEvent(chunk="x" * 1000)))
             self.emitted += 1
@@ -410,7 +410,7 @@ async def test_a_cancelled_closer_still_waits_for_the_task_it_stopped() -> None:
     class SlowToStop:
         running = asyncio.Event()
 
-        async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+        async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
             self.running.set()
             try:
                 await asyncio.sleep(60)
@@ -457,7 +457,7 @@ async def test_a_task_that_will_not_stop_holds_close_for_its_timeout_only(
         running = asyncio.Event()
         stopped = asyncio.Event()
 
-        async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+        async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
             self.running.set()
             try:
                 await asyncio.sleep(60)
@@ -525,7 +525,7 @@ class Failing:
     def __init__(self, how: str) -> None:
         self.how = how
 
-    async def run(self, query: str, emit: Emit, *, include_thoughts: bool) -> None:
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
         if self.how == "slow":
             await asyncio.sleep(60)
         if self.how == "llm":
