@@ -15,15 +15,17 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import direct_send
 from app.api.demo import demo_router, redoc_router, static_files, trace_router
 from app.api.errors import install_error_handlers
-from app.api.limits import BodySizeLimit
+from app.api.head import HeadAsGet
+from app.api.limits import BodySizeLimit, JsonBodiesOnly
 from app.api.origins import JsonCORSMiddleware, OriginGate
-from app.api.routes import router
+from app.api.routes import router, stream_get
 from app.api.schemas import document_sse_events
 from app.config import Settings
 from app.providers.factory import Providers, build_providers
@@ -108,7 +110,11 @@ def build_app(
         redirect_slashes=False,
     )
     app.state.service = service
-    install_error_handlers(app, telemetry.rejected)
+    # HEAD is answered as GET on every GET route but those that start work (the stream).
+    get_only = {
+        r.path for r in router.routes if isinstance(r, APIRoute) and r.endpoint is stream_get
+    }
+    install_error_handlers(app, telemetry.rejected, get_only=get_only)
     app.include_router(router)
     app.include_router(
         demo_router(
@@ -120,11 +126,14 @@ def build_app(
     app.include_router(redoc_router(app.title))
     app.include_router(trace_router(settings.jaeger_url))
     app.mount("/static", static_files(), name="static")
-    # Added innermost first: OriginGate -> CORS -> BodySizeLimit -> routes, so a refused
-    # origin costs nothing and an allowed page can read a 413.
+    # Added innermost first: OriginGate -> CORS -> JsonBodiesOnly -> BodySizeLimit ->
+    # HeadAsGet -> routes, so a refused origin costs nothing and an allowed page can read a
+    # 413 or a 415.
+    app.add_middleware(HeadAsGet, get_only=get_only)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=telemetry.rejected
     )
+    app.add_middleware(JsonBodiesOnly, on_reject=telemetry.rejected)
     # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
     app.add_middleware(
         JsonCORSMiddleware,
@@ -172,7 +181,8 @@ def build(settings: Settings | None = None) -> FastAPI:
 
 def supervise(settings: Settings) -> int:
     """``fit-check serve`` with several workers: the parent logs like a worker does, then
-    runs them (each builds its own server with ``build_server``)."""
+    runs them (each builds its own server with ``build_server``). Raises ``WorkersGaveUp``
+    when a worker keeps dying (``app.workers`` says how often is too often)."""
     configure_service_logging(settings)
     return Supervisor(settings, settings.workers).run()
 
@@ -191,6 +201,9 @@ def build_server(settings: Settings | None = None) -> DrainingServer:
         port=settings.port,
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        allowed_hosts=settings.allowed_hosts,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         on_reject=service.telemetry.rejected,
     )
     return DrainingServer(config, drain=service.drain)

@@ -65,6 +65,9 @@ class LiveServer:
             port=0,
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            allowed_hosts=settings.allowed_hosts,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             on_reject=service.telemetry.rejected if service is not None else lambda _r: None,
         )
         self.server = DrainingServer(config, drain=service.drain if service else _no_drain)

@@ -1,4 +1,5 @@
-"""A request-body cap enforced before the body is read whole."""
+"""What a request body may be: JSON in UTF-8, and no larger than a cap enforced before the
+body is read whole."""
 
 from __future__ import annotations
 
@@ -66,22 +67,68 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         self._on_reject("payload_too_large")
-        body = json.dumps(
-            {
-                "code": "PAYLOAD_TOO_LARGE",
-                "message": f"request body exceeds {self._max} bytes",
-                "errors": [],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _send_error(
+            send, 413, "PAYLOAD_TOO_LARGE", f"request body exceeds {self._max} bytes", close=True
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+def is_json_in_utf8(content_type: bytes | None) -> bool:
+    """``application/json`` (or ``application/<x>+json``, as FastAPI reads them), with no
+    charset or UTF-8's: JSON is UTF-8 (RFC 8259, 8.1)."""
+    if content_type is None:
+        return False
+    media_type, *parameters = content_type.decode("latin-1").split(";")
+    kind, _, subtype = media_type.strip().lower().partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+class JsonBodiesOnly:
+    """Answers 415 to a POST whose ``Content-Type`` is not JSON in UTF-8, or is missing.
+
+    FastAPI reads a body of another type as no body at all (a 422 saying "Input should be
+    a valid dictionary") or fails to decode it (a 400): neither tells the client what to
+    send. Every POST route here takes JSON.
+    """
+
+    def __init__(self, app: ASGIApp, *, on_reject: Callable[[RejectionReason], None]) -> None:
+        self._app = app
+        self._on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            content_type = next(
+                (value for name, value in scope["headers"] if name == b"content-type"), None
+            )
+            if not is_json_in_utf8(content_type):
+                self._on_reject("invalid_request")
+                await _send_error(
+                    send,
+                    415,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "the body must be JSON in UTF-8, sent with Content-Type: application/json",
+                )
+                return
+        await self._app(scope, receive, send)
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, *, close: bool = False
+) -> None:
+    body = json.dumps({"code": code, "message": message, "errors": []}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

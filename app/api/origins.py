@@ -29,6 +29,9 @@ class OriginGate:
     (curl, servers) pass, and so do same-origin ones (the ``Origin`` names the host the
     request was sent to, as a page served by the service itself sends on a POST; behind a
     proxy, that needs the proxy to pass ``Host`` on). The origin is never echoed.
+
+    Same-origin trusts ``Host``: a DNS-rebinding page sends its own name in both. The server
+    answers only known ``Host`` names (``app.server.HostAllowList``), which closes that.
     """
 
     def __init__(

@@ -227,3 +227,24 @@ async def test_a_reader_that_stops_reading_ends_its_span_with_the_reason(
     assert attrs(request)["fit_check.cancel_reason"] == "slow_reader"
     ended_span_warnings = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
     assert ended_span_warnings == []
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    providers, _, _ = counting_providers(llm_delay_s=5)
+    h = harness_factory(
+        providers=providers, max_sessions_per_client=1, forwarded_allow_ips=["127.0.0.1"]
+    )
+    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as proxy:
+
+        def through(client: str) -> dict[str, str]:
+            return {"X-Forwarded-For": client}
+
+        first = proxy.stream("GET", STREAM, params=GO, headers=through("203.0.113.7"))
+        assert (await first.__aenter__()).status_code == 200
+        same = await proxy.get(STREAM, params=GO, headers=through("203.0.113.7"))
+        assert same.status_code == 429
+        async with proxy.stream("GET", STREAM, params=GO, headers=through("203.0.113.8")) as other:
+            assert other.status_code == 200
+        await first.__aexit__(None, None, None)

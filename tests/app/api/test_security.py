@@ -1,12 +1,18 @@
-"""CORS, untrusted trace context, and a /metrics that need not be public."""
+"""CORS, Host names (DNS rebinding), untrusted trace context, and a /metrics that need not
+be public."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
+from app.server import HostAllowList
 from tests.fakes import counting_providers
+from tests.guarded_live_server import GuardedLiveServer
 from tests.helpers import Harness, HarnessFactory, in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
@@ -241,3 +247,109 @@ async def test_a_same_origin_page_behind_a_tls_proxy_passes(harness: Harness) ->
         )
     assert response.status_code == 200
     assert other.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "header", "answered"),
+    [
+        ("127.0.0.1", [], "127.0.0.1:8000", True),
+        ("127.0.0.1", [], "127.0.0.2", True),
+        ("127.0.0.1", [], "localhost:8000", True),
+        ("127.0.0.1", [], "LOCALHOST", True),
+        ("127.0.0.1", [], "[::1]:8000", True),
+        ("127.0.0.1", [], "evil.example:8000", False),
+        ("127.0.0.1", [], "localhost.evil.example", False),
+        ("127.0.0.1", [], "127.0.0.1.evil.example", False),
+        ("127.0.0.1", [], "", False),
+        ("0.0.0.0", [], "0.0.0.0:8000", False),  # a wildcard HOST names no host
+        ("::", [], "[::]:8000", False),
+        ("192.0.2.7", [], "192.0.2.7:8000", True),
+        ("fit.internal", [], "fit.internal:8000", True),
+        ("::1", [], "[::1]", True),
+        ("0.0.0.0", ["fit-check"], "fit-check:8000", True),
+        ("0.0.0.0", ["fit.example"], "FIT.example.", True),
+        ("0.0.0.0", ["fit.example:443"], "fit.example:443", True),
+        ("0.0.0.0", ["fit.example:443"], "fit.example:8443", False),
+        ("0.0.0.0", ["*.fit.example"], "eu.fit.example", True),
+        ("0.0.0.0", ["*.fit.example"], "fit.example.evil.example", False),
+        ("0.0.0.0", ["*"], "anything.example", True),
+    ],
+)
+def test_the_host_allow_list(host: str, allowed: list[str], header: str, answered: bool) -> None:
+    assert HostAllowList(host, allowed).allows(header.encode()) is answered
+
+
+def test_allowed_hosts_parse_from_the_env_form() -> None:
+    from tests.helpers import make_settings
+
+    settings = make_settings(allowed_hosts=" fit-check, fit.example:443 ")
+    assert settings.allowed_hosts == ["fit-check", "fit.example:443"]
+
+
+async def test_a_dns_rebinding_page_cannot_drive_the_instance(
+    harness_factory: HarnessFactory,
+) -> None:
+    """The page's origin names the host it sent the request to, so the same-origin check
+    passes; the Host name is what gives it away."""
+    providers, search, llm = counting_providers()
+    h = harness_factory(providers=providers)
+    async with GuardedLiveServer(h.app) as server, httpx.AsyncClient() as client:
+        rebound = f"evil.example:{server.port}"
+        refused = [
+            await client.post(
+                f"{server.url}/api/fit-check/stream",
+                json={"query": "Python"},
+                headers={"Host": rebound, "Origin": f"http://{rebound}"},
+            ),
+            await client.get(
+                f"{server.url}/api/fit-check/stream",
+                params={"query": "Python"},
+                headers={"Host": rebound, "Origin": f"http://{rebound}"},
+            ),
+            *[
+                await client.get(f"{server.url}{path}", headers={"Host": rebound})
+                for path in ("/health", "/ready", "/api/fit-check/health", "/metrics", "/")
+            ],
+        ]
+        local = await client.get(
+            f"{server.url}/health", headers={"Host": f"localhost:{server.port}"}
+        )
+    for response in refused:
+        assert response.status_code == 421
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["code"] == "HOST_NOT_ALLOWED"
+        assert "evil" not in response.text
+    assert local.status_code == 200
+    assert llm.calls == search.calls == 0
+    assert h.telemetry.value("fit_check.rejected_requests", reason="host_not_allowed") == 7
+
+
+async def test_a_second_host_header_cannot_smuggle_a_name_in(
+    harness_factory: HarnessFactory,
+) -> None:
+    h = harness_factory()
+    async with GuardedLiveServer(h.app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 421 ")
+    assert json.loads(body)["code"] == "HOST_NOT_ALLOWED"
+
+
+async def test_names_in_allowed_hosts_are_answered(harness_factory: HarnessFactory) -> None:
+    """Behind a load balancer that sends the public name: FIT_CHECK_ALLOWED_HOSTS."""
+    h = harness_factory(allowed_hosts="fit.example")
+    async with GuardedLiveServer(h.app) as server, httpx.AsyncClient() as client:
+        same_origin = await client.post(
+            f"{server.url}/api/fit-check/stream",
+            json={"query": "Python"},
+            headers={"Host": "fit.example", "Origin": "https://fit.example"},
+        )
+        ready = await client.get(f"{server.url}/ready", headers={"Host": "fit.example"})
+        other = await client.get(f"{server.url}/ready", headers={"Host": "fit.example.evil"})
+    assert same_origin.status_code == 200
+    assert parse_sse(same_origin.text)[-1][0] == "complete"
+    assert ready.status_code == 200
+    assert other.status_code == 421

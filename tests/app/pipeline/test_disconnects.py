@@ -19,7 +19,7 @@ async def open_stream(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
-        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: t\r\n"
+        b"POST /api/fit-check/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: application/json\r\n"
         + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
         + BODY
