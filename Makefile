@@ -9,11 +9,14 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the dependency list changes.
+# Reinstall only when the dependency list changes. setuptools announces every editable
+# install with an "Editable installation" warning banner, which only says that it is one:
+# that warning alone is ignored (a filter on its message); errors and other warnings show.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS="$${PYTHONWARNINGS:+$$PYTHONWARNINGS,}ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 run: install

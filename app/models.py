@@ -10,19 +10,25 @@ import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 # Not in a query: C0 controls other than tab/newline/CR, DEL, bidi embedding and override
 # controls (they make text display other than it reads), and UTF-16 surrogates (a lone one
 # cannot even be encoded for the response). Written with escapes so the OpenAPI document
-# stays ASCII; the same pattern is the check and its documentation.
+# stays ASCII; the same character classes are the check and its documentation. A CR is
+# allowed in, and read as a newline: a browser's form sends a textarea's lines with CRLF.
 _BANNED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+# Characters that show nothing, besides whitespace: soft hyphen, Mongolian vowel separator,
+# zero-width space, non-joiner and joiner, LRM and RLM, word joiner, invisible operators
+# and the BOM. Allowed in a query, but a query of nothing else is empty.
+_INVISIBLE = r"\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff"
 #: The documented rule. Not what runs: a backtracking engine takes quadratic time on it
 #: (2,000 characters and a NUL at the end cost 38 ms a check).
-QUERY_PATTERN = rf"^[^{_BANNED}]*[^\s{_BANNED}][^{_BANNED}]*$"
-#: What runs, in linear time: one scan for a banned character. "Something besides
-#: whitespace" is already the length rule after stripping.
+QUERY_PATTERN = rf"^[^{_BANNED}]*[^\s{_INVISIBLE}{_BANNED}][^{_BANNED}]*$"
+#: What runs, in linear time: one scan for a banned character, one for a visible one.
 _BANNED_CHARACTER = re.compile(f"[{_BANNED}]")
+_VISIBLE_CHARACTER = re.compile(rf"[^\s{_INVISIBLE}]")
 
 
 class FitCheckRequest(BaseModel):
@@ -33,8 +39,9 @@ class FitCheckRequest(BaseModel):
     query: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
     ] = Field(
-        description="A company name or a job description (1-2,000 characters after trimming; "
-        "no control characters, bidi overrides or lone surrogates).",
+        description="A company name or a job description (1-2,000 characters after trimming, "
+        "not all of them invisible; no control characters but tab, newline and CR, which is "
+        "read as a newline; no bidi overrides or lone surrogates).",
         examples=["Senior Python engineer, FastAPI, Kubernetes"],
         json_schema_extra={"pattern": QUERY_PATTERN},
     )
@@ -43,11 +50,25 @@ class FitCheckRequest(BaseModel):
     )
     include_thoughts: bool = Field(True, description="Stream `thought` events as well.")
 
+    @field_validator("query", mode="before")
+    @classmethod
+    def _one_newline(cls, value: object) -> object:
+        """CRLF and CR, as forms send a textarea's lines, become LF before any rule."""
+        if isinstance(value, str) and "\r" in value:
+            return value.replace("\r\n", "\n").replace("\r", "\n")
+        return value
+
     @field_validator("query")
     @classmethod
     def _printable(cls, value: str) -> str:
         if _BANNED_CHARACTER.search(value) is not None:
             raise ValueError(
                 "query must not contain control characters, bidi overrides or lone surrogates"
+            )
+        if _VISIBLE_CHARACTER.search(value) is None:  # only zero-width characters left
+            raise PydanticCustomError(
+                "string_too_short",
+                "String should have at least 1 visible character",
+                {"min_length": 1},
             )
         return value

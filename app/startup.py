@@ -2,17 +2,56 @@
 
 A newcomer sees which providers and model answer, that search stays on the fictional
 sample corpus until Google is configured, where traces and metrics go, and the sampler;
-an operator sees the same in the first line of every instance's log.
+an operator sees the same in the first line of every instance's log. Before any of it,
+``profile_problem`` checks the one file the settings name that the service reads, so a
+wrong path is one line at start-up, not a traceback or a worker that fails again and again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 from app.config import Settings
+from app.pipeline.analysis import load_profile
 
 log = logging.getLogger("fit_check.startup")
+
+
+#: What ``load_profile`` needs of a profile file, for the one line that says it is not one.
+PROFILE_SHAPE = (
+    'a JSON object with "name" and "skills", a list of {"name": str, "level": int}, as '
+    "app/providers/data/engineer_profile.json"
+)
+
+
+def profile_problem(path: Path | None) -> str | None:
+    """Why the profile at ``FIT_CHECK_PROFILE`` cannot be used, in one line; None when it
+    loads (or when none is set: the bundled sample is used)."""
+    if path is None:
+        return None
+    where = f"FIT_CHECK_PROFILE: {path}"
+    try:
+        load_profile(path)
+    except FileNotFoundError:
+        return f"{where} does not exist"
+    except IsADirectoryError:
+        return f"{where} is a directory, not a file"
+    except PermissionError:
+        return f"{where} cannot be read (permission denied)"
+    except OSError as exc:
+        return f"{where} cannot be read ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        return f"{where} is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return f"{where} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except KeyError as exc:
+        return f"{where} is not a profile: {exc} is missing; it needs {PROFILE_SHAPE}"
+    except (TypeError, ValueError, AttributeError):
+        return f"{where} is not a profile: it needs {PROFILE_SHAPE}"
+    return None
 
 
 def metrics_served(settings: Settings) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+
 from app.pipeline.events import PHASES
 from tests.helpers import Harness, HarnessFactory, LiveServerFactory
 
@@ -55,6 +57,64 @@ async def test_ask_reports_an_unreachable_server() -> None:
     assert code == 2 and "cannot reach" in output
 
 
+async def test_ask_errors_are_the_error_line_alone() -> None:
+    """No progress lines before the stream is open: a refused connection is one line."""
+    code, output = await ask("http://127.0.0.1:9")
+    assert code == 2
+    assert output.strip().splitlines() == [
+        "cannot reach the service at http://127.0.0.1:9 (could not connect): start it with "
+        "`fit-check serve` (or `make run`), or give its address with --url or FIT_CHECK_URL"
+    ]
+
+
+async def test_ask_takes_an_address_without_a_scheme(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
+    async with live_server(harness.app) as server:
+        by_flag = await ask(f"127.0.0.1:{server.port}")
+        by_env = await cli("ask", "Python", env={"FIT_CHECK_URL": f"localhost:{server.port}/"})
+    assert by_flag[0] == 0, by_flag[1]
+    assert by_env[0] == 0, by_env[1]
+
+
+async def test_ask_trace_without_jaeger_keeps_the_analysis_exit_code(
+    harness: Harness, live_server: LiveServerFactory
+) -> None:
+    async with live_server(harness.app) as server:
+        code, output = await ask(server.url, "--trace", "--jaeger", "http://127.0.0.1:9")
+    assert code == 0, output
+    assert "Fit report" in output
+    (note,) = [line for line in output.splitlines() if "trace" in line and "shown" in line]
+    assert note.startswith("fit-check: the trace could not be shown: found no Jaeger at ")
+
+
+async def test_trace_without_jaeger_says_where_it_looked_and_what_to_do() -> None:
+    code, output = await cli(
+        "trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--jaeger", "http://127.0.0.1:9"
+    )
+    assert code == 2
+    assert output.strip().splitlines() == [
+        "fit-check: found no Jaeger at http://127.0.0.1:9 (could not connect). Point "
+        "fit-check at yours with --jaeger URL or FIT_CHECK_JAEGER_URL; `make stack` (or "
+        "`make up`, with Docker) runs one at http://localhost:16686"
+    ]
+
+
+@pytest.mark.parametrize(
+    "trace_id",
+    ["nothex", "0" * 32, "4bf92f3577b34da6a3ce929d0e0e473", "4bf92f3577b34da6a3ce929d0e0e473g"],
+)
+async def test_trace_refuses_what_is_not_a_trace_id_without_asking_jaeger(
+    trace_id: str,
+) -> None:
+    code, output = await cli("trace", trace_id, "--jaeger", "http://127.0.0.1:9")
+    assert code == 2
+    assert output.strip().splitlines() == [
+        f"fit-check: {trace_id!r} is not a trace id: one is 32 hexadecimal characters, not "
+        "all zeros (the `session` event and the traceresponse header of a stream carry it)"
+    ]
+
+
 async def test_ask_finds_the_server_as_serve_would(
     harness: Harness, live_server: LiveServerFactory
 ) -> None:
@@ -72,8 +132,9 @@ async def test_an_http_error_is_one_human_line(
     async with live_server(harness.app) as server:
         code, output = await cli("ask", "x" * 2001, "--url", server.url)
     assert code == 2
-    assert "HTTP 422 INVALID_QUERY: query: String should have at most 2000 characters" in output
-    assert "{" not in output
+    assert output.strip().splitlines() == [
+        "HTTP 422 INVALID_QUERY: query: String should have at most 2000 characters"
+    ]
 
 
 async def test_help_reads_as_plain_text() -> None:

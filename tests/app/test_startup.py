@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from app.startup import profile_problem
 from tests.helpers import HarnessFactory, LiveServerFactory, make_settings
 
 
@@ -47,3 +50,49 @@ async def test_openai_without_a_key_warns(
 def test_google_search_without_its_credentials_is_refused() -> None:
     with pytest.raises(ValidationError, match="GOOGLE_API_KEY and GOOGLE_CSE_ID"):
         make_settings(search_provider="google", google_api_key="k")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        (b"\xff\xfe not text", "is not UTF-8 text"),
+        (b"name: Alex", "is not JSON (Expecting value at line 1, column 1)"),
+        (b"[]", "is not a profile: it needs"),
+        (b'{"name": "Alex"}', "is not a profile: 'skills' is missing"),
+        (b'{"name": "Alex", "skills": ["python"]}', "is not a profile: it needs"),
+        (b'{"name": "Alex", "skills": [{"name": "go", "level": "expert"}]}', "is not a profile"),
+        (b'{"name": "Alex", "skills": [{"name": 7, "level": 3}]}', "is not a profile"),
+    ],
+)
+def test_a_profile_that_cannot_be_used_is_one_line_naming_its_variable(
+    tmp_path: Path, content: bytes | None, problem: str
+) -> None:
+    path = tmp_path / "profile.json"
+    if content is not None:
+        path.write_bytes(content)
+    line = profile_problem(path)
+    assert line is not None
+    assert line.startswith(f"FIT_CHECK_PROFILE: {path} {problem}"), line
+    assert "\n" not in line
+
+
+def test_a_directory_is_not_a_profile(tmp_path: Path) -> None:
+    assert profile_problem(tmp_path) == f"FIT_CHECK_PROFILE: {tmp_path} is a directory, not a file"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: none is unreadable")
+def test_an_unreadable_profile_says_so(tmp_path: Path) -> None:
+    locked = tmp_path / "locked.json"
+    locked.write_text("{}")
+    locked.chmod(0)
+    assert profile_problem(locked) == (
+        f"FIT_CHECK_PROFILE: {locked} cannot be read (permission denied)"
+    )
+
+
+def test_the_bundled_profile_and_a_valid_file_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"name": "Alex", "skills": [{"name": "Go", "level": 4}]}))
+    assert profile_problem(None) is None
+    assert profile_problem(path) is None

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.helpers import parse_sse
+from app.workers import GIVE_UP_AFTER, RESTART_DELAYS_S, Supervisor, WorkersGaveUp
+from tests.app.worker_targets import MISSING, idle_or_fail
+from tests.helpers import make_settings, parse_sse
 from tests.service_process import FIT_CHECK, ServiceProcess, free_port, service_process
 
 
@@ -129,3 +137,97 @@ def test_a_metrics_port_cannot_be_shared_by_workers() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("fit-check: FIT_CHECK_METRICS_PORT cannot be shared")
+
+
+def assert_refused(port: int) -> None:
+    """Nothing holds the port: not the supervisor, not a worker it left behind."""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_keeps_failing_is_retried_later_each_time_then_given_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker 2 fails at start-up every time, worker 1 serves: worker 2 is started again
+    after growing delays, then the supervisor stops worker 1, closes the socket and gives
+    up with worker 2's own reason."""
+    starts = tmp_path / "starts"
+    port = free_port()
+    settings = make_settings(host="127.0.0.1", port=port, shutdown_grace_s=0)
+    supervisor = Supervisor(settings, 2, target=functools.partial(idle_or_fail, starts))
+    began = time.monotonic()
+    with (
+        caplog.at_level(logging.ERROR, logger="fit_check.workers"),
+        pytest.raises(WorkersGaveUp) as gave_up,
+    ):
+        supervisor.run()
+    assert time.monotonic() - began < 30
+    assert str(gave_up.value) == (
+        f"worker 2 could not start: FileNotFoundError: [Errno 2] No such file or directory: "
+        f"'{MISSING}'"
+    )
+    delays = [r.restart_in_s for r in caplog.records if hasattr(r, "restart_in_s")]
+    assert delays == sorted(set(delays)) == list(RESTART_DELAYS_S)  # each longer
+    started = [float(line) for line in starts.read_text().splitlines()]
+    assert len(started) == GIVE_UP_AFTER
+    waited = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert all(w >= d for w, d in zip(waited, delays, strict=True)), (waited, delays)
+    assert_refused(port)
+
+
+def run_serve(*args: str, timeout_s: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """``fit-check serve`` to its end, in a process group of its own: whatever it leaves
+    behind (the workers of a supervisor that did not end in time) is killed with it."""
+    process = subprocess.Popen(
+        [str(FIT_CHECK), "serve", *args],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FIT_CHECK_"))},
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_serve_gives_up_on_a_worker_that_cannot_start_in_one_line(tmp_path: Path) -> None:
+    """The real worker, failing where only a worker can (its own log file is a directory):
+    ``fit-check serve`` ends with exit 3 and the worker's reason as its last line, and
+    leaves nothing listening."""
+    logs = tmp_path / "logs"
+    (logs / "fit-check-w2.log").mkdir(parents=True)
+    port = free_port()
+    result = run_serve(
+        "--workers",
+        "2",
+        timeout_s=60,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        FIT_CHECK_SHUTDOWN_GRACE_S="0",
+        FIT_CHECK_LOG_FILE=str(logs / "fit-check.log"),
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "fit-check: worker 2 could not start: IsADirectoryError: [Errno 21] Is a directory: "
+        f"'{logs / 'fit-check-w2.log'}'"
+    )
+    assert_refused(port)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_missing_profile_is_one_line_before_any_worker_starts(workers: str) -> None:
+    result = run_serve(
+        "--workers", workers, timeout_s=30, PORT=str(free_port()), FIT_CHECK_PROFILE=MISSING
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"fit-check: FIT_CHECK_PROFILE: {MISSING} does not exist"]
+    assert result.stdout == ""  # no "Started 2 workers", no worker's log

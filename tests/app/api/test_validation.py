@@ -46,6 +46,8 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
         ({"query": "form \x0c feed"}, "query", "value_error"),  # inside: not trimmed
         ({"query": "ok", "session_id": ""}, "session_id", "string_pattern_mismatch"),
         ({"query": "ok", "session_id": 7}, "session_id", "string_type"),
+        ({"query": "\u200b"}, "query", "string_too_short"),  # shows nothing: empty
+        ({"query": " \u200b\u200c\u200d\u2060\ufeff\r\n\t "}, "query", "string_too_short"),
     ],
 )
 async def test_invalid_bodies_get_422_naming_field_and_rule(
@@ -187,3 +189,35 @@ def test_no_lone_surrogate_gets_through_the_model(surrogate: str) -> None:
     rule for every way in."""
     with pytest.raises(ValidationError):
         FitCheckRequest(query=f"half {surrogate} a pair")
+
+
+async def test_a_query_of_invisible_characters_is_refused_as_empty_in_both_forms(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    invisible = "\u200b\u200c\u200d\u2060\ufeff"
+    for response in (
+        await client.post(STREAM, json={"query": invisible}),
+        await client.get(STREAM, params={"query": f" {invisible} "}),
+    ):
+        assert response.status_code == 422
+        assert only_error(response) == {
+            "code": "INVALID_QUERY",
+            "message": "query: String should have at least 1 visible character",
+            "errors": [
+                {
+                    "field": "query",
+                    "rule": "string_too_short",
+                    "message": "String should have at least 1 visible character",
+                }
+            ],
+        }
+    assert harness.service.sessions.active == 0
+    joined = await client.post(STREAM, json={"query": "Python\u200d engineer\u200b"})
+    assert joined.status_code == 200  # zero-width characters among visible ones are fine
+
+
+@pytest.mark.parametrize("sent", ["Go\r\nKafka\rRust", "Go\nKafka\nRust"])
+def test_a_carriage_return_is_read_as_a_newline(sent: str) -> None:
+    """Only tab and newline among the controls: CRLF (a form's textarea) and a lone CR are
+    newlines by the time any rule or the analysis sees the query."""
+    assert FitCheckRequest(query=sent).query == "Go\nKafka\nRust"
