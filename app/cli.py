@@ -58,13 +58,13 @@ def serve(args: argparse.Namespace) -> int:
     """Refuse unusable settings and files in one line each (exit 2) before any worker
     starts; with several workers, a worker that keeps dying ends it with its reason (exit 3)."""
     from app.asgi import build_server, supervise
-    from app.startup import profile_problem
+    from app.startup import file_problem
     from app.workers import STARTUP_FAILED, WorkersGaveUp
 
     if args.workers is not None:
         os.environ["FIT_CHECK_WORKERS"] = str(args.workers)  # the workers read it too
     settings = Settings()
-    problem = profile_problem(settings.profile_path)
+    problem = file_problem(settings)
     if problem is not None:
         print(f"fit-check: {problem}", file=sys.stderr)
         return 2

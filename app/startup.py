@@ -54,6 +54,28 @@ def profile_problem(path: Path | None) -> str | None:
     return None
 
 
+def log_file_problem(path: Path | None) -> str | None:
+    """Why ``FIT_CHECK_LOG_FILE`` cannot be appended to, in one line; None when it can.
+    Missing directories are made at start-up, so the nearest one that exists must take
+    them (with several workers each appends to a file beside it, in the same directory)."""
+    if path is None:
+        return None
+    where = f"FIT_CHECK_LOG_FILE: {path}"
+    if path.is_dir():
+        return f"{where} is a directory, not a file"
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if existing != path and not existing.is_dir():
+        return f"{where}: {existing} is not a directory"
+    if not os.access(existing, os.W_OK):
+        return f"{where} cannot be written (permission denied on {existing})"
+    return None
+
+
+def file_problem(settings: Settings) -> str | None:
+    """The first file named in the settings that the service could not use, in one line."""
+    return profile_problem(settings.profile_path) or log_file_problem(settings.log_file)
+
+
 def metrics_served(settings: Settings) -> str:
     if settings.otel_sdk_disabled:
         return "off (OTEL_SDK_DISABLED)"

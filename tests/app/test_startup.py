@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.startup import profile_problem
+from app.startup import log_file_problem, profile_problem
 from tests.helpers import HarnessFactory, LiveServerFactory, make_settings
 
 
@@ -96,3 +96,17 @@ def test_the_bundled_profile_and_a_valid_file_are_fine(tmp_path: Path) -> None:
     path.write_text(json.dumps({"name": "Alex", "skills": [{"name": "Go", "level": 4}]}))
     assert profile_problem(None) is None
     assert profile_problem(path) is None
+
+
+def test_a_log_file_is_refused_in_one_line_when_it_cannot_be_appended_to(tmp_path: Path) -> None:
+    assert log_file_problem(None) is None
+    assert log_file_problem(tmp_path / "service.log") is None  # created on first write
+    assert log_file_problem(tmp_path / "new" / "service.log") is None  # so is its directory
+    assert (
+        log_file_problem(tmp_path) == f"FIT_CHECK_LOG_FILE: {tmp_path} is a directory, not a file"
+    )
+    (tmp_path / "a-file").write_text("")
+    under_a_file = tmp_path / "a-file" / "service.log"
+    assert log_file_problem(under_a_file) == (
+        f"FIT_CHECK_LOG_FILE: {under_a_file}: {tmp_path / 'a-file'} is not a directory"
+    )

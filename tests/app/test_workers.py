@@ -231,3 +231,23 @@ def test_a_missing_profile_is_one_line_before_any_worker_starts(workers: str) ->
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"fit-check: FIT_CHECK_PROFILE: {MISSING} does not exist"]
     assert result.stdout == ""  # no "Started 2 workers", no worker's log
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_log_file_that_cannot_be_written_is_one_line_before_any_worker_starts(
+    workers: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    impossible = tmp_path / "a-file" / "fit-check.log"  # its "directory" is a file
+    result = run_serve(
+        "--workers",
+        workers,
+        timeout_s=30,
+        PORT=str(free_port()),
+        FIT_CHECK_LOG_FILE=str(impossible),
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"fit-check: FIT_CHECK_LOG_FILE: {impossible}: {impossible.parent} is not a directory"
+    ]
+    assert result.stdout == ""
