@@ -103,6 +103,8 @@ class Analysis:
     """What ``ask`` read of one stream."""
 
     exit_code: int = 1
+    #: A terminal event (``complete`` or ``error``) arrived: a stream without one was cut.
+    ended: bool = False
     trace_id: str | None = None
     report: list[str] = field(default_factory=list)
 
@@ -140,9 +142,18 @@ def follow(source: EventSource, console: Console) -> Analysis:
             elif sse.event == "response":
                 analysis.report.append(data["chunk"])
             elif sse.event == "complete":
-                analysis.exit_code = 0
+                analysis.exit_code, analysis.ended = 0, True
             elif sse.event == "error":
+                analysis.ended = True
                 console.print(f"{data['code']}: {data['message']}", style="red", markup=False)
+    if not analysis.ended:
+        console.print(
+            "the stream ended before the analysis did (the connection was cut or the service "
+            "stopped): send the query again",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
     return analysis
 
 

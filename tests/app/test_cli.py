@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from app.pipeline.events import PHASES
 from tests.helpers import Harness, HarnessFactory, LiveServerFactory
@@ -161,3 +166,24 @@ async def test_ask_reports_an_invalid_setting_in_one_line() -> None:
     assert code == 2
     assert output.startswith("fit-check: PORT: Input should be a valid integer"), output
     assert "Traceback" not in output
+
+
+async def test_ask_says_so_when_the_stream_is_cut_before_its_end(
+    live_server: LiveServerFactory,
+) -> None:
+    """A stream that stops without a terminal event (the service died, a proxy cut it)."""
+
+    async def cut(_request: Request) -> StreamingResponse:
+        async def one_event() -> AsyncIterator[bytes]:
+            yield b'id: AAAAAAAAAAAAAAAA.0\r\nevent: session\r\ndata: {"session_id": "s"}\r\n\r\n'
+
+        return StreamingResponse(one_event(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/api/fit-check/stream", cut, methods=["POST"])])
+    async with live_server(app) as server:
+        code, output = await ask(server.url)
+    assert code == 1
+    assert output.strip().splitlines()[-1] == (
+        "the stream ended before the analysis did (the connection was cut or the service "
+        "stopped): send the query again"
+    )
