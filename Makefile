@@ -59,14 +59,24 @@ browser:
 	  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
 
 # With Docker: the same configs in containers, plus Grafana.
+# `docker compose` (the CLI plugin) or the standalone `docker-compose` (v2), whichever works.
+COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
+	elif docker-compose version >/dev/null 2>&1; then echo docker-compose; fi)
+NO_COMPOSE = make $@ needs Docker Compose v2, and neither "docker compose" nor "docker-compose" \
+	works here: install the Docker compose plugin (docker-compose-plugin) or the standalone \
+	docker-compose. "make stack" runs the same stack without Docker.
+
 up:
-	docker compose up -d --build
+	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
+	$(COMPOSE) up -d --build
 
 down:
-	docker compose down
+	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
+	$(COMPOSE) down
 
 logs:
-	docker compose logs -f fit-check
+	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
+	$(COMPOSE) logs -f fit-check
 
 # --- benchmarks (bench/, results in docs/performance.md) -----------------------------
 bench: install

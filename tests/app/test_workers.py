@@ -71,6 +71,11 @@ def test_each_worker_writes_its_own_log_file(tmp_path: Path) -> None:
         args=("--workers", "2"),
         FIT_CHECK_LOG_FILE=str(log_dir / "fit-check.log"),
     ) as service:
+        # /health answers as soon as one worker serves: wait for the other's file too.
+        deadline = time.monotonic() + 30
+        while not (log_dir / "fit-check-w2.log").exists():
+            assert time.monotonic() < deadline, "worker 2 never started"
+            time.sleep(0.05)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: stream(service.url, f"f-{n}"), range(16)))
         service.terminate()

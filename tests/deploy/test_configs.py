@@ -299,6 +299,43 @@ def test_docker_compose_config_is_valid() -> None:
     _run([*compose, "-f", str(COMPOSE), "config", "-q"])
 
 
+def _published(**env: str) -> dict[str, set[str]]:
+    """Each service's published ports as ``host address:port``, as compose renders them."""
+    compose = _compose_command()
+    if compose is None:
+        _missing("docker compose (v2+; build-tools.sh builds it with WITH_COMPOSE=1)")
+    rendered = subprocess.run(
+        [*compose, "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FIT_CHECK_")} | env,
+    )
+    services = json.loads(rendered.stdout)["services"]
+    return {
+        name: {f"{port.get('host_ip', '0.0.0.0')}:{port['published']}" for port in ports}
+        for name, service in services.items()
+        if (ports := service.get("ports"))
+    }
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise() -> None:
+    """OTLP ingest, Prometheus and VictoriaLogs' insert API have no authentication: by
+    default nothing is reachable from another machine."""
+    published = _published()
+    assert published["fit-check"] == {"127.0.0.1:8000"}
+    addresses = {port.rsplit(":", 1)[0] for ports in published.values() for port in ports}
+    assert addresses == {"127.0.0.1"}
+    assert sum(len(ports) for ports in published.values()) == 9
+    opened = _published(FIT_CHECK_PUBLISH_ADDRESS="0.0.0.0")
+    assert {p.rsplit(":", 1)[0] for ports in opened.values() for p in ports} == {"0.0.0.0"}
+
+
+def test_compose_passes_the_demo_pacing_through() -> None:
+    service = _yaml().safe_load(COMPOSE.read_text())["services"]["fit-check"]
+    assert service["environment"]["FIT_CHECK_LATENCY_MS"] == "${FIT_CHECK_LATENCY_MS:-0}"
+
+
 # --- Jaeger ------------------------------------------------------------------------------
 
 
