@@ -23,8 +23,9 @@
 #   FIT_CHECK_PORT=8000 (only with --with-service)
 # Other knobs: STACK_TIMEOUT (seconds to wait for each component, default 60),
 #   COLLECTOR_BIN, JAEGER_BIN, PROMETHEUS_BIN (override the binaries' paths),
-#   FIT_CHECK_STACK_KEEP_DATA=1 (keep Prometheus' TSDB across `up`s; default: fresh,
-#   like Jaeger's in-memory store), LOG_LEVEL / OTEL_SERVICE_NAME /
+#   FIT_CHECK_STACK_KEEP_DATA=1 (keep Prometheus' TSDB and Jaeger's traces, in Badger
+#   under $FIT_CHECK_STACK_DIR/jaeger-data, across `up`s; default: fresh), LOG_LEVEL /
+#   OTEL_SERVICE_NAME /
 #   OTEL_METRIC_EXPORT_INTERVAL (default 5000 ms) for the service.
 # Logs: services write JSON lines to $FIT_CHECK_STACK_DIR/logs/*.log (FIT_CHECK_LOG_FILE);
 #   the collector reads them (offsets in $FIT_CHECK_STACK_DIR/collector-storage) into
@@ -182,7 +183,9 @@ up_jaeger() {
   require_exe jaeger "$JAEGER_BIN"
   require_free_ports jaeger "$JAEGER_OTLP_GRPC_PORT" "$JAEGER_OTLP_HTTP_PORT" \
     "$JAEGER_QUERY_HTTP_PORT" "$JAEGER_QUERY_GRPC_PORT" "$JAEGER_HEALTH_PORT" "$JAEGER_METRICS_PORT"
-  START_ENV=(JAEGER_HOST="$HOST"
+  if [[ "${FIT_CHECK_STACK_KEEP_DATA:-0}" != 1 ]]; then rm -rf "$RUN_DIR/jaeger-data"; fi
+  mkdir -p "$RUN_DIR/jaeger-data"
+  START_ENV=(JAEGER_HOST="$HOST" JAEGER_BADGER_DIR="$RUN_DIR/jaeger-data"
     JAEGER_OTLP_GRPC_PORT="$JAEGER_OTLP_GRPC_PORT" JAEGER_OTLP_HTTP_PORT="$JAEGER_OTLP_HTTP_PORT"
     JAEGER_QUERY_HTTP_PORT="$JAEGER_QUERY_HTTP_PORT" JAEGER_QUERY_GRPC_PORT="$JAEGER_QUERY_GRPC_PORT"
     JAEGER_HEALTH_PORT="$JAEGER_HEALTH_PORT" JAEGER_METRICS_PORT="$JAEGER_METRICS_PORT")
@@ -230,7 +233,7 @@ up_prometheus() {
   require_free_ports prometheus "$PROMETHEUS_PORT"
   local cfg
   cfg="$(render_prometheus "$RUN_DIR/prometheus")" || return 1
-  # A fresh TSDB per start, like Jaeger's in-memory store, so queries see only this
+  # A fresh TSDB per start, like Jaeger's traces, so queries see only this
   # run's data; FIT_CHECK_STACK_KEEP_DATA=1 keeps it across restarts.
   if [[ "${FIT_CHECK_STACK_KEEP_DATA:-0}" != 1 ]]; then rm -rf "$RUN_DIR/prometheus-data"; fi
   mkdir -p "$RUN_DIR/prometheus-data"

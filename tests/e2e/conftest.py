@@ -240,6 +240,19 @@ class Stack:
             poll(while_down, timeout_s=60, every_s=0.1, what="while the collector is down")
         subprocess.run([str(STACK), "up"], env={**self.env, **env}, check=True, timeout=180)
 
+    def restart(self, component: str, **env: str) -> None:
+        """Stop one of the stack's processes with SIGTERM, wait for its exit, and start it
+        again with ``env`` over the stack's."""
+        pid = int((self.run_dir / f"{component}.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        poll(
+            lambda: not Path(f"/proc/{pid}").exists(),
+            timeout_s=30,
+            every_s=0.1,
+            what=f"{component}'s exit",
+        )
+        subprocess.run([str(STACK), "up"], env={**self.env, **env}, check=True, timeout=180)
+
     def start_service(self, name: str, port: int | None = None, **extra_env: str) -> Service:
         port = port or free_port()
         log_path = self.run_dir / f"{name}.log"

@@ -175,6 +175,14 @@ def test_collector_outage_costs_no_answer_and_data_flows_again(stack: Stack) -> 
     )
 
 
+def test_traces_survive_a_jaeger_restart(stack: Stack) -> None:
+    """Jaeger keeps its traces on disk (Badger): a restart loses none."""
+    trace_id, _, _ = stack.services[0].stream("before-jaeger-restart")
+    spans = poll(lambda: len(found := stack.trace(trace_id)) >= 10 and found, what="the trace")
+    stack.restart("jaeger", FIT_CHECK_STACK_KEEP_DATA="1")
+    assert sorted(s["spanID"] for s in stack.trace(trace_id)) == sorted(s["spanID"] for s in spans)
+
+
 @pytest.mark.parametrize("span_processor", ["batch", "fastotel"])
 def test_a_drained_instance_flushes_the_telemetry_of_the_streams_it_ended(
     stack: Stack, span_processor: str
