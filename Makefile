@@ -66,9 +66,15 @@ NO_COMPOSE = make $@ needs Docker Compose v2, and neither "docker compose" nor "
 	works here: install the Docker compose plugin (docker-compose-plugin) or the standalone \
 	docker-compose. "make stack" runs the same stack without Docker.
 
+# SAMPLING=production: tail sampling as in production (10% of fast successes kept, each
+# trace decided once its request is over); the default keeps every trace at once.
+PRODUCTION_SAMPLING = FIT_CHECK_TRACE_SAMPLE_PERCENT=10 FIT_CHECK_TRACE_DECISION_WAIT=135s
+
 up:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
-	$(COMPOSE) up -d --build
+	@case "$(SAMPLING)" in ""|local|production) ;; \
+	  *) echo 'SAMPLING is local (the default) or production' >&2; exit 1 ;; esac
+	$(if $(filter production,$(SAMPLING)),$(PRODUCTION_SAMPLING) )$(COMPOSE) up -d --build
 
 down:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }

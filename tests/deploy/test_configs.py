@@ -331,6 +331,34 @@ def test_compose_publishes_every_port_on_loopback_unless_told_otherwise() -> Non
     assert {p.rsplit(":", 1)[0] for ports in opened.values() for p in ports} == {"0.0.0.0"}
 
 
+def _collector_environment(**env: str) -> dict[str, str]:
+    compose = _compose_command()
+    if compose is None:
+        _missing("docker compose (v2+; build-tools.sh builds it with WITH_COMPOSE=1)")
+    rendered = subprocess.run(
+        [*compose, "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FIT_CHECK_")} | env,
+    )
+    environment: dict[str, str] = json.loads(rendered.stdout)["services"]["otel-collector"][
+        "environment"
+    ]
+    return environment
+
+
+def test_compose_keeps_every_trace_at_once_unless_sampling_is_production() -> None:
+    local = _collector_environment()
+    assert local["FIT_CHECK_TRACE_SAMPLE_PERCENT"] == "100"
+    assert local["FIT_CHECK_TRACE_DECISION_WAIT"] == "2s"
+    production = _collector_environment(
+        FIT_CHECK_TRACE_SAMPLE_PERCENT="10", FIT_CHECK_TRACE_DECISION_WAIT="135s"
+    )  # what `make up SAMPLING=production` sets (tests/deploy/test_make_up.py)
+    assert production["FIT_CHECK_TRACE_SAMPLE_PERCENT"] == "10"
+    assert production["FIT_CHECK_TRACE_DECISION_WAIT"] == "135s"
+
+
 def test_compose_passes_the_demo_pacing_through() -> None:
     service = _yaml().safe_load(COMPOSE.read_text())["services"]["fit-check"]
     assert service["environment"]["FIT_CHECK_LATENCY_MS"] == "${FIT_CHECK_LATENCY_MS:-0}"

@@ -61,3 +61,14 @@ def test_the_standalone_binary_is_used_otherwise(bin_dir: Path) -> None:
     stand_in(bin_dir, "docker", "exit 1")  # an engine without the compose plugin
     stand_in(bin_dir, "docker-compose", "exit 0")
     assert make("up", bin_dir, "-n").stdout.splitlines()[-1] == "docker-compose up -d --build"
+
+
+def test_production_sampling_is_one_switch(bin_dir: Path) -> None:
+    stand_in(bin_dir, "docker", '[ "$1 $2" = "compose version" ] && exit 0; exit 1')
+    assert make("up", bin_dir, "-n", "SAMPLING=production").stdout.splitlines()[-1] == (
+        "FIT_CHECK_TRACE_SAMPLE_PERCENT=10 FIT_CHECK_TRACE_DECISION_WAIT=135s "
+        "docker compose up -d --build"
+    )
+    refused = make("up", bin_dir, "SAMPLING=prod")
+    assert refused.returncode != 0
+    assert "SAMPLING is local (the default) or production" in refused.stderr
