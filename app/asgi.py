@@ -57,6 +57,8 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         span_batch_size=settings.span_batch_size,
         span_queue_size=settings.span_queue_size,
         span_processor=settings.span_processor,
+        recent_traces=settings.recent_traces,
+        recent_traces_bytes=settings.recent_traces_bytes,
     )
 
 
@@ -116,15 +118,18 @@ def build_app(
     }
     install_error_handlers(app, telemetry.rejected, get_only=get_only)
     app.include_router(router)
+    # Traces kept in memory (no back-end configured) are shown by this service's own
+    # /trace/{id}; otherwise the demo page links to Jaeger's UI.
+    recent_traces = telemetry.recent_traces
     app.include_router(
         demo_router(
-            jaeger_ui_url=settings.jaeger_ui_url,
+            trace_ui_url="" if recent_traces is not None else settings.jaeger_ui_url,
             grafana_url=settings.grafana_url,
             logs_ui_url=settings.logs_ui_url,
         )
     )
     app.include_router(redoc_router(app.title))
-    app.include_router(trace_router(settings.jaeger_url))
+    app.include_router(trace_router(settings.jaeger_url, recent_traces))
     app.mount("/static", static_files(), name="static")
     # Added innermost first: OriginGate -> CORS -> JsonBodiesOnly -> BodySizeLimit ->
     # HeadAsGet -> routes, so a refused origin costs nothing and an allowed page can read a

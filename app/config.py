@@ -79,9 +79,23 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         default=120.0, gt=0, validation_alias="FIT_CHECK_REQUEST_TIMEOUT_S"
     )
+    # A search call's budget, and each HTTP connection's to any provider.
     provider_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias="FIT_CHECK_PROVIDER_TIMEOUT_S"
     )
+    provider_connect_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias="FIT_CHECK_PROVIDER_CONNECT_TIMEOUT_S"
+    )
+    # A streamed LLM answer: its first chunk (the model reads the prompt first: seconds on
+    # a local model), the gap between chunks, and the whole answer, which only a broken
+    # provider reaches (1,200 tokens at a slow but steady 10 a second).
+    llm_first_chunk_timeout_s: float = Field(
+        default=60.0, gt=0, validation_alias="FIT_CHECK_LLM_FIRST_CHUNK_TIMEOUT_S"
+    )
+    llm_idle_timeout_s: float = Field(
+        default=20.0, gt=0, validation_alias="FIT_CHECK_LLM_IDLE_TIMEOUT_S"
+    )
+    llm_timeout_s: float = Field(default=120.0, gt=0, validation_alias="FIT_CHECK_LLM_TIMEOUT_S")
     breaker_failure_threshold: int = Field(
         default=5, ge=1, validation_alias="FIT_CHECK_BREAKER_FAILURE_THRESHOLD"
     )
@@ -179,6 +193,19 @@ class Settings(BaseSettings):
     # Jaeger's query API, for `fit-check trace` and the service's own /trace/{id} page.
     jaeger_url: str = Field(
         default="http://localhost:16686", validation_alias="FIT_CHECK_JAEGER_URL"
+    )
+    # With no trace back-end (no OTLP exporter), the spans of this many recent traces are
+    # kept in memory, within this many bytes (estimated), for the /trace/{id} page and the
+    # demo page's trace links; the trace that received a span longest ago goes first.
+    # 0 keeps none.
+    recent_traces: int = Field(
+        default=50, ge=0, le=10_000, validation_alias="FIT_CHECK_RECENT_TRACES"
+    )
+    recent_traces_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=65_536,
+        le=1024 * 1024 * 1024,
+        validation_alias="FIT_CHECK_RECENT_TRACES_BYTES",
     )
 
     # --- telemetry --------------------------------------------------------------

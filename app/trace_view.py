@@ -1,18 +1,22 @@
-"""A trace, read from Jaeger's query API and printed as a tree, for a terminal.
+"""A trace as a tree, for a terminal and the ``/trace/{id}`` page: read from Jaeger's
+query API, or from the spans this process keeps when no back-end is configured.
 
 Jaeger's HTTP API v3 (``GET /api/v3/traces/{trace_id}``) answers OTLP JSON: resource
 spans, scope spans, spans with hex ids, nanosecond times and typed attribute values. This
 reads just enough of it to show where the time went, which span failed and the attributes
-people look for, where Jaeger's UI is not at hand (the Go-built Jaeger has none).
+people look for, where Jaeger's UI is not at hand (the Go-built Jaeger has none). The
+spans kept in memory (``KeptSpan``, through the telemetry facade) become the same rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from otel.facade import KeptSpan
 
 #: The attributes worth a glance, in the order they are shown.
 KEY_ATTRIBUTES = (
@@ -89,6 +93,22 @@ def _spans(result: dict[str, Any]) -> Iterator[SpanRow]:
                         for item in span.get("attributes", [])
                     },
                 )
+
+
+def kept_rows(spans: Sequence[KeptSpan]) -> list[SpanRow]:
+    """The rows of spans kept in memory: fresh ones, since ``render`` links them up."""
+    return [
+        SpanRow(
+            span_id=span.span_id,
+            parent_id=span.parent_id,
+            name=span.name,
+            start_ns=span.start_ns,
+            end_ns=span.end_ns,
+            error=span.error,
+            attributes=dict(span.attributes),
+        )
+        for span in spans
+    ]
 
 
 def _value(value: dict[str, Any]) -> Any:

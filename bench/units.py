@@ -124,9 +124,10 @@ class _DiscardMetrics(MetricExporter):
 def production_runtime() -> TelemetryRuntime:
     """The service's own wiring (its span processors, a batch processor, the Prometheus
     reader and a periodic push reader), exporting to nowhere: what a unit costs in the
-    service, without the test harness's in-memory exporter and span counter."""
+    service, without the test harness's in-memory exporter and span counter. (A service
+    that exports keeps no traces in memory: neither does this one.)"""
     return setup_telemetry(
-        TelemetryConfig(),
+        TelemetryConfig(recent_traces=0),
         extra_span_processors=[BatchSpanProcessor(_DiscardSpans(), max_export_batch_size=64)],
         extra_metric_readers=[PeriodicExportingMetricReader(_DiscardMetrics())],
     )

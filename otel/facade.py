@@ -118,6 +118,44 @@ class SearchCallScope:
     result_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class KeptSpan:
+    """A finished span as this process keeps it when no trace back-end takes the spans:
+    ids in hex (``parent_id`` empty for a root), times in Unix nanoseconds, ``error`` the
+    span's ``error.type`` (or ``"error"``) when it failed, and no message text."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    error: str | None
+    attributes: Mapping[str, AttributeValue]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptTrace:
+    spans: tuple[KeptSpan, ...]
+    #: Spans of this trace that arrived when it was already at the byte bound alone.
+    dropped: int = 0
+
+
+class RecentTraces(Protocol):
+    """The spans of this process's recent traces, kept in memory within two bounds
+    (``otel.recent_traces`` keeps them; the ``/trace/{id}`` page reads them)."""
+
+    @property
+    def max_traces(self) -> int: ...
+
+    @property
+    def max_bytes(self) -> int: ...
+
+    def get(self, trace_id: str) -> KeptTrace | None:
+        """The spans kept of ``trace_id`` (32 lowercase hex), or None when none are."""
+        ...
+
+
 @dataclass(slots=True)
 class _SpanRun:
     span: Span
@@ -147,11 +185,13 @@ class Telemetry:
         service_version: str,
         render_metrics: Callable[[str | None], tuple[bytes, str]] | None = None,
         capture_content: bool = False,
+        recent_traces: RecentTraces | None = None,
     ) -> None:
         self._capture_content = capture_content
         self._tracer = tracer
         self._instruments = Instruments(meter, service_version=service_version)
         self._render_metrics = render_metrics
+        self._recent_traces = recent_traces
 
     # --- wiring --------------------------------------------------------------------
     def prepare(
@@ -178,6 +218,12 @@ class Telemetry:
     def render_metrics(self, accept: str | None) -> tuple[bytes, str] | None:
         """The Prometheus exposition for ``/metrics``, or None when metrics are disabled."""
         return None if self._render_metrics is None else self._render_metrics(accept)
+
+    @property
+    def recent_traces(self) -> RecentTraces | None:
+        """This process's recent traces when it keeps them (no trace back-end is
+        configured), else None: the traces are then wherever the exporter sends them."""
+        return self._recent_traces
 
     # --- requests ----------------------------------------------------------------
     @staticmethod

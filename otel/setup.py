@@ -31,6 +31,7 @@ from otel.exporters import (
     span_exporters,
 )
 from otel.facade import Telemetry
+from otel.recent_traces import DEFAULT_MAX_BYTES, DEFAULT_MAX_TRACES, RecentTraceStore
 from otel.redact import UrlRedactingSpanProcessor
 from otel.resource import build_resource
 from otel.scrape import exposition_renderer, serve_metrics_port
@@ -64,6 +65,10 @@ class TelemetryConfig:
     span_batch_size: int = 64
     span_queue_size: int = 2048
     span_processor: Literal["batch", "fastotel"] = "batch"
+    #: Without a trace back-end (no OTLP exporter), the spans of this many recent traces,
+    #: within this many bytes, are kept in memory for ``/trace/{id}``; 0 keeps none.
+    recent_traces: int = DEFAULT_MAX_TRACES
+    recent_traces_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(slots=True)
@@ -184,6 +189,12 @@ def setup_telemetry(
                 max_export_batch_size=min(config.span_batch_size, config.span_queue_size),
             )
         )
+    # No back-end to read traces from: the recent ones are kept here. Added after the
+    # redacting processors, so it sees each span as an exporter would.
+    recent = None
+    if "otlp" not in trace_exports and config.recent_traces > 0:
+        recent = RecentTraceStore(config.recent_traces, config.recent_traces_bytes)
+        tracer_provider.add_span_processor(recent)
 
     registry = CollectorRegistry(auto_describe=True)
     readers: list[MetricReader] = [
@@ -206,6 +217,7 @@ def setup_telemetry(
         service_version=config.service_version,
         render_metrics=exposition_renderer(registry),
         capture_content=config.capture_content,
+        recent_traces=recent,
     )
     return TelemetryRuntime(
         telemetry=telemetry,
@@ -214,11 +226,25 @@ def setup_telemetry(
         shutdown_timeout_s=config.shutdown_timeout_s,
         registry=registry,
         exports={
-            "traces": describe(trace_exports, protocol, traces_endpoint, "traces")
-            + (" (fastotel)" if native is not None else ""),
+            "traces": with_recent(
+                describe(trace_exports, protocol, traces_endpoint, "traces")
+                + (" (fastotel)" if native is not None else ""),
+                recent,
+            ),
             "metrics": describe(metric_exports, protocol, metrics_endpoint, "metrics"),
         },
     )
+
+
+def with_recent(exports: str, recent: RecentTraceStore | None) -> str:
+    """Where traces go, in words, with the in-memory store when there is one."""
+    if recent is None:
+        return exports
+    kept = (
+        f"memory (/trace/{{id}}: the last {recent.max_traces} traces, "
+        f"at most {recent.max_bytes / 2**20:g} MiB)"
+    )
+    return kept if exports == "none" else f"{exports}, {kept}"
 
 
 def native_span_processor(

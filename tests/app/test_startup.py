@@ -32,7 +32,8 @@ async def test_ready_line_names_providers_exports_metrics_and_sampler(
     assert ready["message"].startswith("fit-check ready: ")
     assert ready["llm"] == "offline (offline-analyzer)"
     assert "fictional sample corpus" in ready["search"]
-    assert ready["traces"] == ready["metrics_push"] == "none"
+    assert ready["traces"] == "memory (/trace/{id}: the last 50 traces, at most 5 MiB)"
+    assert ready["metrics_push"] == "none"
     assert ready["metrics"] == "/metrics on the service's port"
     assert ready["sampler"] == "parentbased_always_on"
 

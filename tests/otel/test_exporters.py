@@ -33,7 +33,10 @@ def test_what_each_signal_exports_is_said_in_words() -> None:
     default = setup_telemetry(TelemetryConfig())
     explicit = setup_telemetry(TelemetryConfig(traces_exporters=("otlp", "console")))
     try:
-        assert default.exports == {"traces": "none", "metrics": "none"}
+        assert default.exports == {
+            "traces": "memory (/trace/{id}: the last 50 traces, at most 5 MiB)",
+            "metrics": "none",
+        }
         assert explicit.exports["traces"] == "otlp http://localhost:4318/v1/traces, console"
     finally:
         for runtime in (default, explicit):

@@ -237,7 +237,7 @@ function start(query, includeThoughts) {
     logsLink.href = `${config.logs_ui_url.replace(/\/$/, "")}/select/vmui/#/?query=${encodeURIComponent(logsQuery)}&g0.relative_time=last_24_hours`;
     if (trace_id) {
       traceLink.textContent = trace_id;
-      traceLink.href = `${config.jaeger_ui_url.replace(/\/$/, "")}/trace/${trace_id}`;
+      traceLink.href = `${config.trace_ui_url.replace(/\/$/, "")}/trace/${trace_id}`;
     }
   });
   on("phase", ({ phase, message }) => {
