@@ -22,6 +22,7 @@ from app.pipeline.session import SessionRun
 from app.providers.factory import Providers
 from app.rejections import REJECTION_REASONS
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
+from app.resilience.stream_timeouts import StreamLimits
 from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.service")
@@ -74,6 +75,11 @@ class FitCheckService:
             breakers=breakers,
             telemetry=telemetry,
             timeout_s=settings.provider_timeout_s,
+            llm_limits=StreamLimits(
+                first_chunk_s=settings.llm_first_chunk_timeout_s,
+                idle_s=settings.llm_idle_timeout_s,
+                overall_s=settings.llm_timeout_s,
+            ),
             max_answer_chars=settings.llm_max_answer_chars,
         )
         pipeline = FitCheckPipeline(

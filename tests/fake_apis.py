@@ -35,6 +35,10 @@ class FakeAPI:
     chunk_gap_s: float = 0.0
     #: (chunks, characters each): a runaway model that streams this instead of ``reply``.
     flood: tuple[int, int] | None = None
+    #: Stop sending (and hold the connection open for ``stall_s``) after this many chunks
+    #: of ``reply``.
+    stall_after: int | None = None
+    stall_s: float = 3.0
 
     def app(self) -> Starlette:
         return Starlette(
@@ -86,6 +90,8 @@ class FakeAPI:
             for i, word in enumerate(words):
                 if self.chunk_gap_s and i:
                     await asyncio.sleep(self.chunk_gap_s)
+                if i == self.stall_after:
+                    await asyncio.sleep(self.stall_s)  # a provider that stops mid-answer
                 delta = {"content": word + ("" if i == len(words) - 1 else " ")}
                 yield _sse(
                     {

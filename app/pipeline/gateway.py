@@ -16,6 +16,7 @@ from app.providers.base import (
     SearchResult,
 )
 from app.resilience.breaker import CircuitBreaker, CircuitOpenError
+from app.resilience.stream_timeouts import StreamLimits, StreamTimeout, stream_timeouts
 from otel.facade import Telemetry
 
 T = TypeVar("T")
@@ -61,9 +62,13 @@ class ProviderGateway:
         breakers: dict[str, CircuitBreaker],
         telemetry: Telemetry,
         timeout_s: float,
+        llm_limits: StreamLimits | None = None,
         max_answer_chars: int = 32_768,
     ) -> None:
         self._max_answer_chars = max_answer_chars
+        #: A streamed answer's limits (first chunk, gap, overall); by default the one
+        #: provider timeout for each.
+        self._llm_limits = llm_limits or StreamLimits(timeout_s, timeout_s, timeout_s)
         self._search = search
         self._llm = llm
         self._breakers = breakers
@@ -106,19 +111,23 @@ class ProviderGateway:
                 parts = usage.output_parts
                 left = budget
                 truncated = False
-                async with asyncio.timeout(self._timeout_s):
-                    async with aclosing(self._llm.stream(request, usage)) as chunks:
-                        async for chunk in chunks:
-                            if len(chunk) > left:
-                                chunk, truncated = chunk[:left], True
-                            left -= len(chunk)
-                            parts.append(chunk)
-                            if on_chunk is not None and chunk:
-                                on_chunk(chunk)
-                            if truncated:
-                                usage.finish_reason = TRUNCATED
-                                break
-                            if flow is not None and flow.congested:
+                async with (
+                    stream_timeouts(self._llm_limits) as watch,
+                    aclosing(self._llm.stream(request, usage)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        watch.chunk()
+                        if len(chunk) > left:
+                            chunk, truncated = chunk[:left], True
+                        left -= len(chunk)
+                        parts.append(chunk)
+                        if on_chunk is not None and chunk:
+                            on_chunk(chunk)
+                        if truncated:
+                            usage.finish_reason = TRUNCATED
+                            break
+                        if flow is not None and flow.congested:
+                            async with watch.paused():
                                 await flow.wait_for_room()
                 text = "".join(parts)
                 if not text.strip():
@@ -139,6 +148,8 @@ class ProviderGateway:
         except CircuitOpenError as exc:
             self._telemetry.breaker_rejected(dependency, exc.retry_after_s)
             raise PipelineError(code, str(exc)) from exc
+        except StreamTimeout as exc:
+            raise PipelineError(code, f"{dependency} call timed out: {exc}") from exc
         except TimeoutError as exc:
             raise PipelineError(
                 code, f"{dependency} call timed out after {self._timeout_s:g}s"

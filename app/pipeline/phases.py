@@ -33,6 +33,7 @@ from app.pipeline.events import (
     split_text,
 )
 from app.pipeline.gateway import Answer, ProviderGateway
+from app.pipeline.summary import summary_of
 from app.providers.base import LLMRequest, Message
 from otel.facade import Telemetry
 
@@ -167,7 +168,7 @@ class FitCheckPipeline:
             text = answer.text
             run.thought("reasoning", text)
             gaps = [m.skill for m in matches if m.verdict == "gap"]
-            result.summary = text.split(". ")[0][:200]
+            result.summary = summary_of(text)
             result.data = {
                 "strong": sum(m.verdict == "strong" for m in matches),
                 "partial": sum(m.verdict == "partial" for m in matches),

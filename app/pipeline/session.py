@@ -420,7 +420,9 @@ class SessionRun:
             return _error("TIMEOUT", f"The analysis took longer than {self._timeout_s:g}s")
         except PipelineError as exc:
             scope.outcome = "error"
-            log.warning("Request failed", extra={"code": exc.code})
+            # Code and message in the line itself: a text log shows no extras. The message
+            # is our own words (PipelineError never carries a provider's text).
+            log.warning("Request failed: %s: %s", exc.code, exc.message, extra={"code": exc.code})
             return _error(exc.code, exc.message)
         except Exception:
             scope.outcome = "error"

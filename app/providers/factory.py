@@ -46,6 +46,7 @@ def build_providers(
             api_key=settings.openai_api_key,
             model=settings.llm_model,
             timeout_s=settings.provider_timeout_s,
+            connect_timeout_s=settings.provider_connect_timeout_s,
         )
     else:
         llm = OfflineAnalyzer()

@@ -30,6 +30,7 @@ class OpenAIChat:
         api_key: str | None,
         model: str,
         timeout_s: float,
+        connect_timeout_s: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -37,7 +38,9 @@ class OpenAIChat:
         self.http_client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers=headers,
-            timeout=timeout_s,
+            # No read timeout here: a streamed answer's limits (first chunk, gap between
+            # chunks, whole answer) are the gateway's, which knows what it is reading.
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s, read=None),
             transport=transport,
         )
 

@@ -13,11 +13,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make(target: str, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """``make`` with only ``path`` and the system's basic tools on PATH."""
+    """``make`` with only ``path`` on PATH: a Docker installed on the machine is not seen
+    (the recipes' shell is /bin/sh by its full path, and needs only its builtins)."""
     return subprocess.run(
-        [shutil.which("make") or "make", "-s", *flags, target],
+        [shutil.which("make") or "/usr/bin/make", "-s", *flags, target],
         cwd=REPO,
-        env={"PATH": f"{path}:/usr/bin:/bin", "HOME": str(path)},
+        env={"PATH": str(path), "HOME": str(path)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -33,10 +34,6 @@ def stand_in(directory: Path, name: str, script: str) -> None:
 
 @pytest.fixture
 def bin_dir(tmp_path: Path) -> Path:
-    if shutil.which("docker", path="/usr/bin:/bin") or shutil.which(
-        "docker-compose", path="/usr/bin:/bin"
-    ):
-        pytest.skip("a real Docker is installed in /usr/bin: these tests use stand-ins only")
     return tmp_path
 
 

@@ -548,7 +548,11 @@ class Failing:
             "error",
             "LLM_ERROR",
             "llm provider failed (HTTPStatusError)",
-            {"level": "WARNING", "message": "Request failed", "code": "LLM_ERROR"},
+            {
+                "level": "WARNING",
+                "message": "Request failed: LLM_ERROR: llm provider failed (HTTPStatusError)",
+                "code": "LLM_ERROR",
+            },
         ),
         (
             "bug",

@@ -193,3 +193,32 @@ async def test_httpcore_finds_sniffio_so_no_call_pays_for_a_failed_import() -> N
 
     assert httpcore._synchronization.current_async_library() == "asyncio"
     assert "sniffio" in sys.modules
+
+
+async def test_a_slow_but_steady_model_is_not_cut_by_the_gap_limit(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """Forty words 50 ms apart, 2 s an answer: longer than the provider timeout, which
+    once bounded the whole streamed answer, and never a gap over the idle limit."""
+    fake = FakeAPI(reply=" ".join(f"w{n}" for n in range(40)), chunk_gap_s=0.05)
+    _, events = await run_stream(
+        harness_factory,
+        live_server,
+        fake,
+        provider_timeout_s=1,
+        llm_idle_timeout_s=0.5,
+        llm_first_chunk_timeout_s=1,
+    )
+    assert events[-1][0] == "complete", events[-1]
+
+
+async def test_a_model_that_stalls_mid_answer_ends_by_the_gap_limit_and_says_so(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    fake = FakeAPI(stall_after=3)
+    h, events = await run_stream(harness_factory, live_server, fake, llm_idle_timeout_s=0.3)
+    assert events[-1] == (
+        "error",
+        {"code": "LLM_ERROR", "message": "llm call timed out: no chunk for 0.3s"},
+    )
+    assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="error") == 1
