@@ -38,6 +38,7 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_RESPONSE_FINISH_REASONS,
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_TOKEN_TYPE,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
 )
@@ -109,6 +110,8 @@ class LLMCallScope:
     response_model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    #: Input tokens the provider read from its prompt cache (when it says so).
+    cached_input_tokens: int | None = None
     finish_reason: str | None = None
     output_parts: list[str] = field(default_factory=list)
 
@@ -394,6 +397,8 @@ class Telemetry:
             for _, attribute, count in tokens:
                 if count is not None:
                     span.set_attribute(attribute, count)
+            if scope.cached_input_tokens is not None:
+                span.set_attribute(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, scope.cached_input_tokens)
             if run.counted is None:
                 return
             duration = run.elapsed_s()

@@ -39,6 +39,8 @@ class FakeAPI:
     #: of ``reply``.
     stall_after: int | None = None
     stall_s: float = 3.0
+    #: Prompt tokens the streamed usage reports as read from the prompt cache.
+    cached_tokens: int | None = None
 
     def app(self) -> Starlette:
         return Starlette(
@@ -112,7 +114,15 @@ class FakeAPI:
                     "id": "c1",
                     "model": self.model,
                     "choices": [],
-                    "usage": {"prompt_tokens": 123, "completion_tokens": len(words)},
+                    "usage": {
+                        "prompt_tokens": 123,
+                        "completion_tokens": len(words),
+                        **(
+                            {"prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+                            if self.cached_tokens is not None
+                            else {}
+                        ),
+                    },
                 }
             )
             yield b"data: [DONE]\n\n"

@@ -232,7 +232,10 @@ class FitCheckPipeline:
             "skills_matching": "Assess each matched skill in one line.",
             "generate_results": "Write a short markdown fit report with strengths and gaps.",
         }
-        user = f"{prompts[task]}\n\nFacts:\n{json.dumps(facts, ensure_ascii=False)}"
+        # The facts first, the task last: a session's calls then share their longest
+        # prefix (system prompt and facts; later calls only add keys at the end), which a
+        # provider's prompt cache reads once (a local model re-reads whatever differs).
+        user = f"Facts:\n{json.dumps(facts, ensure_ascii=False)}\n\nTask: {prompts[task]}"
         return LLMRequest(
             task=task,
             context=facts,

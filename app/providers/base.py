@@ -40,6 +40,7 @@ class LLMUsage(Protocol):
     response_model: str | None
     input_tokens: int | None
     output_tokens: int | None
+    cached_input_tokens: int | None
     finish_reason: str | None
 
 

@@ -132,6 +132,10 @@ def _read_usage(data: dict[str, Any], usage: LLMUsage) -> None:
         prompt, completion = counts.get("prompt_tokens"), counts.get("completion_tokens")
         usage.input_tokens = prompt if isinstance(prompt, int) else usage.input_tokens
         usage.output_tokens = completion if isinstance(completion, int) else usage.output_tokens
+        details = counts.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if isinstance(cached, int):
+            usage.cached_input_tokens = cached  # OpenAI's, and llama.cpp's server's, name
 
 
 def _choices(data: dict[str, Any]) -> list[dict[str, Any]]:

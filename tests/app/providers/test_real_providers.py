@@ -222,3 +222,43 @@ async def test_a_model_that_stalls_mid_answer_ends_by_the_gap_limit_and_says_so(
         {"code": "LLM_ERROR", "message": "llm call timed out: no chunk for 0.3s"},
     )
     assert h.telemetry.value("fit_check.llm.calls", model="gpt-test", status="error") == 1
+
+
+def common_prefix(texts: list[str]) -> str:
+    shortest = min(texts, key=len)
+    for n, char in enumerate(shortest):
+        if any(text[n] != char for text in texts):
+            return shortest[:n]
+    return shortest
+
+
+async def test_a_sessions_calls_share_their_prompt_up_to_the_task(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """Laid out for prefix caching: the system prompt and the facts first, the task last,
+    so each call re-reads only what is new (a local model spends most of a call there)."""
+    fake = FakeAPI()
+    await run_stream(harness_factory, live_server, fake)
+    prompts = [
+        "\n".join(m["content"] for m in r["body"]["messages"])
+        for r in fake.requests
+        if r["path"] == "/v1/chat/completions"
+    ]
+    first, second, third = prompts
+    shared = common_prefix(prompts)
+    assert '"matches": [' in shared  # all the facts the first call had, but its end
+    assert len(shared) > 0.8 * len(first)
+    assert len(common_prefix([second, third])) > len(second) - 100  # all but the task
+    for prompt in prompts:
+        assert prompt.rsplit("\n", 1)[-1].startswith("Task: ")
+
+
+async def test_tokens_read_from_the_providers_prompt_cache_are_on_the_span(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    h, _ = await run_stream(harness_factory, live_server, FakeAPI(cached_tokens=96))
+    chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert [attrs(s)["gen_ai.usage.cache_read.input_tokens"] for s in chats] == [96] * 3
+    h, _ = await run_stream(harness_factory, live_server, FakeAPI())
+    chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert not [s for s in chats if "gen_ai.usage.cache_read.input_tokens" in attrs(s)]
