@@ -14,8 +14,15 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from tests.fakes import counting_providers
-from tests.guarded_live_server import GuardedLiveServer
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory, attrs, parse_sse, wait_until
+from tests.helpers import (
+    Harness,
+    HarnessFactory,
+    LiveServer,
+    LiveServerFactory,
+    attrs,
+    parse_sse,
+    wait_until,
+)
 
 STREAM = "/api/fit-check/stream"
 
@@ -198,7 +205,7 @@ async def test_a_body_unfinished_after_the_timeout_gets_408_and_the_connection_c
 ) -> None:
     """A byte every 50 ms keeps the connection busy: the deadline is the body's, not idle time."""
     h = harness_factory(body_timeout_s=0.5)
-    async with GuardedLiveServer(h.app) as server:
+    async with LiveServer(h.app) as server:
         reader, writer = await connect(server.url)
         writer.write(
             b"POST /api/fit-check/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -234,7 +241,7 @@ async def test_a_body_sent_in_time_is_not_cut(harness_factory: HarnessFactory) -
     """Headers and body in separate writes, the body well within its deadline."""
     h = harness_factory(body_timeout_s=2)
     body = json.dumps({"query": "Python"}).encode()
-    async with GuardedLiveServer(h.app) as server:
+    async with LiveServer(h.app) as server:
         reader, writer = await connect(server.url)
         writer.write(
             b"POST /api/fit-check/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"

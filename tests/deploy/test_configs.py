@@ -299,8 +299,9 @@ def test_docker_compose_config_is_valid() -> None:
     _run([*compose, "-f", str(COMPOSE), "config", "-q"])
 
 
-def _published(**env: str) -> dict[str, set[str]]:
-    """Each service's published ports as ``host address:port``, as compose renders them."""
+def _rendered_services(**env: str) -> dict[str, Any]:
+    """The services as compose renders them with ``env`` (and no FIT_CHECK_ variable of
+    the caller's)."""
     compose = _compose_command()
     if compose is None:
         _missing("docker compose (v2+; build-tools.sh builds it with WITH_COMPOSE=1)")
@@ -311,10 +312,15 @@ def _published(**env: str) -> dict[str, set[str]]:
         check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("FIT_CHECK_")} | env,
     )
-    services = json.loads(rendered.stdout)["services"]
+    services: dict[str, Any] = json.loads(rendered.stdout)["services"]
+    return services
+
+
+def _published(**env: str) -> dict[str, set[str]]:
+    """Each service's published ports as ``host address:port``."""
     return {
         name: {f"{port.get('host_ip', '0.0.0.0')}:{port['published']}" for port in ports}
-        for name, service in services.items()
+        for name, service in _rendered_services(**env).items()
         if (ports := service.get("ports"))
     }
 
@@ -332,19 +338,7 @@ def test_compose_publishes_every_port_on_loopback_unless_told_otherwise() -> Non
 
 
 def _collector_environment(**env: str) -> dict[str, str]:
-    compose = _compose_command()
-    if compose is None:
-        _missing("docker compose (v2+; build-tools.sh builds it with WITH_COMPOSE=1)")
-    rendered = subprocess.run(
-        [*compose, "-f", str(COMPOSE), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("FIT_CHECK_")} | env,
-    )
-    environment: dict[str, str] = json.loads(rendered.stdout)["services"]["otel-collector"][
-        "environment"
-    ]
+    environment: dict[str, str] = _rendered_services(**env)["otel-collector"]["environment"]
     return environment
 
 

@@ -12,8 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from app.server import HostAllowList
 from tests.fakes import counting_providers
-from tests.guarded_live_server import GuardedLiveServer
-from tests.helpers import Harness, HarnessFactory, in_process_client, parse_sse
+from tests.helpers import Harness, HarnessFactory, LiveServer, in_process_client, parse_sse
 
 STREAM = "/api/fit-check/stream"
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -293,7 +292,7 @@ async def test_a_dns_rebinding_page_cannot_drive_the_instance(
     passes; the Host name is what gives it away."""
     providers, search, llm = counting_providers()
     h = harness_factory(providers=providers)
-    async with GuardedLiveServer(h.app) as server, httpx.AsyncClient() as client:
+    async with LiveServer(h.app) as server, httpx.AsyncClient() as client:
         rebound = f"evil.example:{server.port}"
         refused = [
             await client.post(
@@ -328,7 +327,7 @@ async def test_a_second_host_header_cannot_smuggle_a_name_in(
     harness_factory: HarnessFactory,
 ) -> None:
     h = harness_factory()
-    async with GuardedLiveServer(h.app) as server:
+    async with LiveServer(h.app) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")
         raw = await asyncio.wait_for(reader.read(), 10)
@@ -341,7 +340,7 @@ async def test_a_second_host_header_cannot_smuggle_a_name_in(
 async def test_names_in_allowed_hosts_are_answered(harness_factory: HarnessFactory) -> None:
     """Behind a load balancer that sends the public name: FIT_CHECK_ALLOWED_HOSTS."""
     h = harness_factory(allowed_hosts="fit.example")
-    async with GuardedLiveServer(h.app) as server, httpx.AsyncClient() as client:
+    async with LiveServer(h.app) as server, httpx.AsyncClient() as client:
         same_origin = await client.post(
             f"{server.url}/api/fit-check/stream",
             json={"query": "Python"},
