@@ -55,6 +55,8 @@ OUTCOME_ATTRIBUTE = "fit_check.outcome"
 CANCEL_REASON_ATTRIBUTE = "fit_check.cancel_reason"
 RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
+#: False on an LLM span whose provider reported no token usage (absent when it did).
+USAGE_REPORTED_ATTRIBUTE = "fit_check.llm.usage_reported"
 CANCELLED: Final = "cancelled"
 
 #: Why a request was cancelled: its client went away, the instance shut down, or its
@@ -405,6 +407,10 @@ class Telemetry:
             if run.error_type is not None:
                 metric_attributes[ERROR_TYPE] = run.error_type
             self._instruments.llm_calls.add(1, {"model": model, "status": run.counted})
+            if run.counted == "success" and scope.input_tokens is scope.output_tokens is None:
+                # Nothing measured is not zero: no token attributes, and this says so.
+                span.set_attribute(USAGE_REPORTED_ATTRIBUTE, False)
+                self._instruments.llm_usage_missing.add(1, {"model": model})
             self._instruments.llm_latency.record(duration, {"model": model})
             self._instruments.genai_duration.record(duration, metric_attributes)
             for token_type, _, count in tokens:

@@ -127,6 +127,11 @@ class Instruments:
         self.llm_calls = Totals(
             meter, "fit_check.llm.calls", description="LLM calls by model and outcome"
         )
+        self.llm_usage_missing = Totals(
+            meter,
+            "fit_check.llm.usage_missing",
+            description="LLM calls that succeeded without the provider reporting token usage",
+        )
         self.llm_latency = meter.create_histogram(
             "fit_check.llm.latency",
             unit="s",
@@ -183,6 +188,8 @@ class Instruments:
         for status in CALL_STATUSES:
             for model in llm_models:
                 self.llm_calls.add(0, {"model": model, "status": status})
+        for model in llm_models:
+            self.llm_usage_missing.add(0, {"model": model})
             for provider in search_providers:
                 self.search_calls.add(0, {"provider": provider, "status": status})
 

@@ -41,6 +41,8 @@ class FakeAPI:
     stall_s: float = 3.0
     #: Prompt tokens the streamed usage reports as read from the prompt cache.
     cached_tokens: int | None = None
+    #: False: the stream carries no usage chunk, as some servers' streams do not.
+    reports_usage: bool = True
 
     def app(self) -> Starlette:
         return Starlette(
@@ -109,6 +111,9 @@ class FakeAPI:
                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                 }
             )
+            if not self.reports_usage:
+                yield b"data: [DONE]\n\n"
+                return
             yield _sse(
                 {
                     "id": "c1",

@@ -262,3 +262,16 @@ async def test_tokens_read_from_the_providers_prompt_cache_are_on_the_span(
     h, _ = await run_stream(harness_factory, live_server, FakeAPI())
     chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
     assert not [s for s in chats if "gen_ai.usage.cache_read.input_tokens" in attrs(s)]
+
+
+async def test_a_stream_without_usage_says_so_instead_of_counting_nothing(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    h, events = await run_stream(harness_factory, live_server, FakeAPI(reports_usage=False))
+    assert events[-1][0] == "complete"
+    chats = [s for s in h.telemetry.spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert [attrs(s).get("fit_check.llm.usage_reported") for s in chats] == [False] * 3
+    assert not [s for s in chats if "gen_ai.usage.input_tokens" in attrs(s)]
+    assert h.telemetry.value("fit_check.llm.usage_missing", model="gpt-test") == 3
+    h, _ = await run_stream(harness_factory, live_server, FakeAPI())
+    assert h.telemetry.value("fit_check.llm.usage_missing", model="gpt-test") == 0
