@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     )
     profile_path: Path | None = Field(default=None, validation_alias="FIT_CHECK_PROFILE")
     llm_model: str = Field(default="gpt-4o-mini", validation_alias="FIT_CHECK_LLM_MODEL")
+    # gen_ai.provider.name of the `openai` provider's spans and metrics; unset: the GenAI
+    # conventions' name for a known API's host, else the server's host and port.
+    llm_provider_name: str | None = Field(
+        default=None, validation_alias="FIT_CHECK_LLM_PROVIDER_NAME"
+    )
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL"
     )

@@ -47,6 +47,7 @@ def build_providers(
             model=settings.llm_model,
             timeout_s=settings.provider_timeout_s,
             connect_timeout_s=settings.provider_connect_timeout_s,
+            name=settings.llm_provider_name,
         )
     else:
         llm = OfflineAnalyzer()

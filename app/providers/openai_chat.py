@@ -18,10 +18,35 @@ MAX_LINE_BYTES = 262_144
 MAX_BODY_BYTES = 4_194_304
 
 
+#: ``gen_ai.provider.name`` by the API's host, where the GenAI conventions name it.
+KNOWN_PROVIDERS = {
+    "api.openai.com": "openai",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+    "api.mistral.ai": "mistral_ai",
+    "api.deepseek.com": "deepseek",
+    "api.groq.com": "groq",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+}
+
+
+def provider_name(base_url: str, configured: str | None = None) -> str:
+    """What serves the chat completions: the configured name, the conventions' name for a
+    known API, or the server's own host and port (a local llama.cpp, Ollama or vLLM)."""
+    if configured:
+        return configured
+    host = httpx.URL(base_url).host
+    return KNOWN_PROVIDERS.get(host) or httpx.URL(base_url).netloc.decode() or "openai"
+
+
+def short_model_name(model: str) -> str:
+    """A model id as a person reads it: llama.cpp's server reports its file's path."""
+    name = model.rsplit("/", 1)[-1]
+    return name.removesuffix(".gguf") or model
+
+
 class OpenAIChat:
     """Streams ``POST {base_url}/chat/completions`` and reads usage from the final chunk."""
-
-    name = "openai"
 
     def __init__(
         self,
@@ -32,8 +57,10 @@ class OpenAIChat:
         timeout_s: float,
         connect_timeout_s: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        name: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.name = provider_name(base_url, name)
         self.model = model
         self.http_client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -126,7 +153,7 @@ def _stdlib_json(payload: bytes) -> Any:
 def _read_usage(data: dict[str, Any], usage: LLMUsage) -> None:
     model = data.get("model")
     if isinstance(model, str) and model:
-        usage.response_model = model
+        usage.response_model = short_model_name(model)
     counts = data.get("usage")
     if isinstance(counts, dict):
         prompt, completion = counts.get("prompt_tokens"), counts.get("completion_tokens")

@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from app.providers.openai_chat import provider_name, short_model_name
 from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import (
     Events,
@@ -44,6 +45,32 @@ async def run_stream(
     return h, parse_sse(response.text)
 
 
+def fake_netloc(fake: FakeAPI) -> str:
+    return str(fake.requests[0]["headers"]["host"])
+
+
+@pytest.mark.parametrize(
+    ("base_url", "configured", "name"),
+    [
+        ("https://api.openai.com/v1", None, "openai"),
+        ("https://generativelanguage.googleapis.com/v1beta/openai", None, "gcp.gemini"),
+        ("http://localhost:11434/v1", None, "localhost:11434"),
+        ("http://localhost:11434/v1", "ollama", "ollama"),
+    ],
+)
+def test_the_provider_is_named_for_what_serves_it(
+    base_url: str, configured: str | None, name: str
+) -> None:
+    assert provider_name(base_url, configured) == name
+
+
+def test_a_model_reported_as_a_file_path_gets_its_short_name() -> None:
+    assert short_model_name("/models/SmolLM2-135M-Instruct.Q4_1.gguf") == (
+        "SmolLM2-135M-Instruct.Q4_1"
+    )
+    assert short_model_name("gpt-4o-mini-2024-07-18") == "gpt-4o-mini-2024-07-18"
+
+
 async def test_stream_runs_on_openai_and_google_protocols(
     harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
@@ -68,7 +95,8 @@ async def test_stream_runs_on_openai_and_google_protocols(
     assert all(r["headers"]["traceparent"].split("-")[1] == trace_id for r in fake.requests)
     spans = h.telemetry.finished_spans()
     llm = [s for s in spans if s.name == "chat gpt-test"]
-    assert attrs(llm[0])["gen_ai.provider.name"] == "openai"
+    # A server nobody named: its host and port (a local llama.cpp, Ollama, vLLM).
+    assert attrs(llm[0])["gen_ai.provider.name"] == fake_netloc(fake)
     assert attrs(llm[0])["gen_ai.response.model"] == "fake-gpt-2026-01-01"
     assert attrs(llm[0])["gen_ai.usage.input_tokens"] == 123
     http_spans = [s for s in spans if s.kind is SpanKind.CLIENT and s.name in ("POST", "GET")]
