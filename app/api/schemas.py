@@ -36,13 +36,14 @@ class ReadinessResponse(BaseModel):
 
 SSE_DESCRIPTION = """A `text/event-stream`. Each event is `id: <id>`, `event: <type>` and
 `data: <json>`: `session` first, then per phase `phase` ... `phase_complete`, `thought`
-events (when `include_thoughts`), `response` chunks of the report, and exactly one terminal
+events (when `include_thoughts`), `progress` (at most one a second while a phase waits on a
+long LLM answer), `response` chunks of the report, and exactly one terminal
 event: `complete` or `error`, whose id ends in `.end`. The first frame is a `retry:` hint.
 Comment lines (`: ping`) keep idle connections alive. A client that lost the connection
 sends the last id it got as `Last-Event-ID` (an EventSource does this itself) and reads on
 from there; 204 means there is nothing to resume. The payload schemas are in the components
-section: SessionEvent, PhaseEvent, ThoughtEvent, PhaseCompleteEvent, ResponseEvent,
-CompleteEvent, ErrorEvent."""
+section: SessionEvent, PhaseEvent, ThoughtEvent, PhaseCompleteEvent, ProgressEvent,
+ResponseEvent, CompleteEvent, ErrorEvent."""
 
 
 def sse_event_schema() -> dict[str, Any]:

@@ -65,6 +65,14 @@ class PhaseCompleteEvent(TypedDict):
 
 
 @with_config(_CLOSED)
+class ProgressEvent(TypedDict):
+    """A long LLM call in a phase that streams nothing else: it is still going."""
+
+    phase: Phase
+    characters: Annotated[int, Field(description="Characters of the answer received so far.")]
+
+
+@with_config(_CLOSED)
 class ResponseEvent(TypedDict):
     chunk: Annotated[str, Field(description="The next piece of the markdown report.")]
 
@@ -90,13 +98,14 @@ class ErrorEvent(TypedDict):
 
 
 EventType = Literal[
-    "session", "phase", "thought", "phase_complete", "response", "complete", "error"
+    "session", "phase", "thought", "phase_complete", "progress", "response", "complete", "error"
 ]
 EventData = (
     SessionEvent
     | PhaseEvent
     | ThoughtEvent
     | PhaseCompleteEvent
+    | ProgressEvent
     | ResponseEvent
     | CompleteEvent
     | ErrorEvent
@@ -107,6 +116,7 @@ EVENT_PAYLOADS: dict[EventType, type[Any]] = {
     "phase": PhaseEvent,
     "thought": ThoughtEvent,
     "phase_complete": PhaseCompleteEvent,
+    "progress": ProgressEvent,
     "response": ResponseEvent,
     "complete": CompleteEvent,
     "error": ErrorEvent,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from app.pipeline.events import (
     Phase,
     PhaseCompleteEvent,
     PhaseEvent,
+    ProgressEvent,
     ResponseEvent,
     ThoughtEvent,
     ThoughtKind,
@@ -164,7 +166,10 @@ class FitCheckPipeline:
 
         await emit.wait_for_reader()
         with run.phase("skeptical_comparison", "Comparing skeptically") as result:
-            answer = await self._gateway.complete(self._request("skeptical_comparison", facts))
+            answer = await self._gateway.complete(
+                self._request("skeptical_comparison", facts),
+                on_chunk=_progress(emit, "skeptical_comparison"),
+            )
             text = answer.text
             run.thought("reasoning", text)
             gaps = [m.skill for m in matches if m.verdict == "gap"]
@@ -180,7 +185,12 @@ class FitCheckPipeline:
 
         await emit.wait_for_reader()
         with run.phase("skills_matching", "Matching skills") as result:
-            text = (await self._gateway.complete(self._request("skills_matching", facts))).text
+            text = (
+                await self._gateway.complete(
+                    self._request("skills_matching", facts),
+                    on_chunk=_progress(emit, "skills_matching"),
+                )
+            ).text
             run.thought("reasoning", text)
             result.summary = f"Fit score {score}/100 over {len(matches)} skills"
             result.data = {"score": score, "matches": facts["matches"]}
@@ -242,6 +252,28 @@ class FitCheckPipeline:
             max_tokens=max_tokens,
             messages=(Message("system", SYSTEM_PROMPT), Message("user", user)),
         )
+
+
+#: How often a phase waiting on a long LLM answer says it is still going.
+PROGRESS_EVERY_S = 1.0
+
+
+def _progress(emit: EventSink, phase: Phase) -> Callable[[str], None]:
+    """``on_chunk`` for a phase whose answer is shown only at its end: a ``progress`` event
+    at most every ``PROGRESS_EVERY_S``, so a user sees a long call is alive."""
+    clock = time.monotonic
+    next_at = clock() + PROGRESS_EVERY_S
+    received = 0
+
+    def on_chunk(chunk: str) -> None:
+        nonlocal next_at, received
+        received += len(chunk)
+        now = clock()
+        if now >= next_at:
+            next_at = now + PROGRESS_EVERY_S
+            emit(Event("progress", ProgressEvent(phase=phase, characters=received)))
+
+    return on_chunk
 
 
 def _cut_note(answer: Answer) -> str:

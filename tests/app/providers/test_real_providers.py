@@ -303,3 +303,18 @@ async def test_a_stream_without_usage_says_so_instead_of_counting_nothing(
     assert h.telemetry.value("fit_check.llm.usage_missing", model="gpt-test") == 3
     h, _ = await run_stream(harness_factory, live_server, FakeAPI())
     assert h.telemetry.value("fit_check.llm.usage_missing", model="gpt-test") == 0
+
+
+async def test_a_long_call_in_a_silent_phase_shows_progress_once_a_second(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """The comparison and matching phases send nothing until their answer is whole: a slow
+    model's 2.5 s answer there now says, once a second, how much has come."""
+    fake = FakeAPI(reply=" ".join(f"w{n}" for n in range(25)), chunk_gap_s=0.1)
+    _, events = await run_stream(harness_factory, live_server, fake)
+    progress = [data for name, data in events if name == "progress"]
+    for phase in ("skeptical_comparison", "skills_matching"):
+        mine = [p["characters"] for p in progress if p["phase"] == phase]
+        assert 1 <= len(mine) <= 3, mine  # about one a second, not one a chunk
+        assert mine == sorted(mine) and mine[0] > 0
+    assert {p["phase"] for p in progress} == {"skeptical_comparison", "skills_matching"}
