@@ -84,6 +84,15 @@ logs:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
 	$(COMPOSE) logs -f fit-check
 
+# docker-compose.yml itself on a real Docker engine with no container registry, as its
+# own project (fit-check-e2e): Debian's docker.io and a dockerd when none runs (stopped
+# again at the end), stand-in images from Debian packages and the stack-tools binaries,
+# the service image from deploy/Dockerfile and a wheelhouse, every service but Grafana,
+# then pytest -m compose (tests/e2e_compose) and `down -v`. As root (apt, dockerd).
+.PHONY: e2e-compose
+e2e-compose: install stack-tools
+	deploy/compose-e2e/run.sh
+
 # --- benchmarks (bench/, results in docs/performance.md) -----------------------------
 bench: install
 	$(BIN)/python -m bench.run
