@@ -20,15 +20,14 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tests.e2e.chromium import chromium_page
+from tests.e2e.relay import analyses, relay
 from tests.fakes import counting_providers
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory, wait_until
+from tests.helpers import HarnessFactory, LiveServerFactory, wait_until
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
 pytestmark = pytest.mark.e2e
-
-STATUSES = ("success", "error", "timeout", "cancelled")
 
 
 def page_html(stream_url: str) -> str:
@@ -109,18 +108,7 @@ class CuttableProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
         self._writers += [writer, up_writer]
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-def analyses(h: Harness) -> float:
-    return sum(h.telemetry.value("fit_check.requests", status=s) for s in STATUSES)
+        await relay((reader, writer), (up_reader, up_writer))
 
 
 async def test_a_page_that_never_closes_its_eventsource_runs_one_analysis(

@@ -8,22 +8,21 @@ refused); putting it up in front of another service is a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
 from playwright.async_api import expect
 
 from tests.e2e.chromium import chromium_page
+from tests.e2e.relay import analyses, relay
 from tests.fakes import counting_providers
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory
+from tests.helpers import HarnessFactory, LiveServerFactory
 
 if TYPE_CHECKING:
     from playwright.async_api import Page, Request
 
 pytestmark = pytest.mark.e2e
 
-STATUSES = ("success", "error", "timeout", "cancelled")
 #: The page's own limit (MAX_FAILED_RECONNECTS in demo.js).
 FAILED_RECONNECTS = 5
 #: Every EventSource the page makes, so a test can read its state.
@@ -79,18 +78,7 @@ class Front:
             return
         self._transports += [writer.transport, up_writer.transport]
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-def analyses(h: Harness) -> float:
-    return sum(h.telemetry.value("fit_check.requests", status=s) for s in STATUSES)
+        await relay((reader, writer), (up_reader, up_writer))
 
 
 async def start_analysis(page: Page, front: Front) -> list[str]:
