@@ -3,11 +3,11 @@ body is read whole."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.rejections import RejectionReason
 
 
@@ -35,7 +35,7 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self._max):
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
         received = 0
         overflowed = rejected = False
@@ -57,19 +57,23 @@ class BodySizeLimit:
                 await send(message)
             elif message["type"] == "http.response.start" and not rejected:
                 rejected = True
-                await self._reject(send)
+                await self._reject(scope, receive, send)
 
         try:
             await self._app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
             if not rejected:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._on_reject("payload_too_large")
-        await _send_error(
-            send, 413, "PAYLOAD_TOO_LARGE", f"request body exceeds {self._max} bytes", close=True
+        refusal = error_response(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"request body exceeds {self._max} bytes",
+            headers={"Connection": "close"},
         )
+        await refusal(scope, receive, send)
 
 
 def is_json_in_utf8(content_type: bytes | None) -> bool:
@@ -110,25 +114,11 @@ class JsonBodiesOnly:
             )
             if not is_json_in_utf8(content_type):
                 self._on_reject("invalid_request")
-                await _send_error(
-                    send,
+                refusal = error_response(
                     415,
                     "UNSUPPORTED_MEDIA_TYPE",
                     "the body must be JSON in UTF-8, sent with Content-Type: application/json",
                 )
+                await refusal(scope, receive, send)
                 return
         await self._app(scope, receive, send)
-
-
-async def _send_error(
-    send: Send, status: int, code: str, message: str, *, close: bool = False
-) -> None:
-    body = json.dumps({"code": code, "message": message, "errors": []}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

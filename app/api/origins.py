@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
@@ -10,15 +9,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.rejections import RejectionReason
 
-_FORBIDDEN = json.dumps(
-    {
-        "code": "ORIGIN_NOT_ALLOWED",
-        "message": "this origin may not call the API (the server's ALLOWED_ORIGINS)",
-        "errors": [],
-    }
-).encode()
+_FORBIDDEN_MESSAGE = "this origin may not call the API (the server's ALLOWED_ORIGINS)"
 
 
 class OriginGate:
@@ -58,7 +52,8 @@ class OriginGate:
                     host = value
             if origin is not None and not self._allows(origin, host):
                 self._on_reject("origin_not_allowed")
-                await _send_json(send, 403, _FORBIDDEN)
+                refusal = error_response(403, "ORIGIN_NOT_ALLOWED", _FORBIDDEN_MESSAGE)
+                await refusal(scope, receive, send)
                 return
         await self._app(scope, receive, send)
 
@@ -91,17 +86,3 @@ class JsonCORSMiddleware(CORSMiddleware):
             status_code=response.status_code,
             headers=headers,
         )
-
-
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
