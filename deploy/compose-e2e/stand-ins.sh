@@ -73,19 +73,23 @@ build() {
     "$@" "$context" >"$output" 2>&1 || { cat "$output" >&2; die "could not build $image"; }
 }
 
-# from_binary IMAGE STANDS_FOR DOCKERFILE BINARY: an image of one file, staged alone as
-# its build context (a hard link where it can be).
+# from_binary IMAGE STANDS_FOR DOCKERFILE BINARY [BASE]: an image of one file, staged alone
+# as its build context (a hard link where it can be), on scratch or on the image BASE made
+# here (passed as the build argument BUSYBOX_IMAGE; its key is part of this image's).
 from_binary() {
-  local image=$1 stands_for=$2 dockerfile=$3 binary=$4 key context
+  local image=$1 stands_for=$2 dockerfile=$3 binary=$4 base=${5:-} key context
+  local args=()
   [[ -x "$binary" ]] || die "$binary is missing: run deploy/local/build-tools.sh (make stack-tools)"
-  key=$({ cat "$dockerfile" && sha256sum <"$binary"; } | sha256_text)
+  [[ -z "$base" ]] || args=(--build-arg "BUSYBOX_IMAGE=$base")
+  key=$({ cat "$dockerfile" && sha256sum <"$binary" && echo "$base" &&
+    { [[ -z "$base" ]] || image_label "$base" "$KEY_LABEL"; }; } | sha256_text)
   if [[ $(image_label "$image" "$KEY_LABEL") == "$key" ]]; then
     log "$image: up to date"
     return
   fi
   context=$(mktemp -d "$E2E_CACHE/context.XXXXXX")
   ln "$(readlink -f "$binary")" "$context/" 2>/dev/null || cp "$(readlink -f "$binary")" "$context/"
-  build "$image" "$key" "$stands_for" "$dockerfile" "$context"
+  build "$image" "$key" "$stands_for" "$dockerfile" "$context" "${args[@]}"
   rm -rf "$context"
 }
 
@@ -124,7 +128,7 @@ from_binary "$IMAGE_PREFIX/opentelemetry-collector-contrib:0.165.0" \
   otel/opentelemetry-collector-contrib:0.165.0 \
   "$STANDS/otel-collector.Dockerfile" "$BIN/otelcol-fit-check"
 from_binary "$IMAGE_PREFIX/jaeger:2.13.0" jaegertracing/jaeger:2.13.0 \
-  "$STANDS/jaeger.Dockerfile" "$BIN/jaeger"
+  "$STANDS/jaeger.Dockerfile" "$BIN/jaeger" "$IMAGE_PREFIX/busybox:1.37-musl"
 from_binary "$IMAGE_PREFIX/victoria-logs:v1.52.1" victoriametrics/victoria-logs:v1.52.1 \
   "$STANDS/victoria-logs.Dockerfile" "$BIN/victoria-logs"
 

@@ -109,6 +109,29 @@ def test_every_published_port_is_bound_to_loopback(stack: ComposeStack) -> None:
     assert published == expected
 
 
+def test_jaeger_and_every_service_with_a_health_check_turn_healthy(stack: ComposeStack) -> None:
+    """Jaeger is probed (its image has busybox wget), so the collector starts only once
+    Jaeger takes traces; the collector alone cannot be probed (distroless). fit-check's
+    check is its image's HEALTHCHECK."""
+    config = stack.config()["services"]
+    probed = {name for name in stack.services() if "healthcheck" in config[name]}
+    assert {"jaeger", "victorialogs", "prometheus"} <= probed
+    probed.add("fit-check")
+    assert config["otel-collector"]["depends_on"]["jaeger"]["condition"] == "service_healthy"
+
+    def health() -> dict[str, str] | None:
+        states = {
+            c["Config"]["Labels"]["com.docker.compose.service"]: c["State"]
+            .get("Health", {})
+            .get("Status", "none")
+            for c in stack.containers()
+            if c["State"]["Status"] == "running"
+        }
+        return states if all(states.get(name) == "healthy" for name in probed) else None
+
+    poll(health, timeout_s=90, what="every probed service healthy")
+
+
 def test_grafana() -> None:
     pytest.skip(
         "Grafana is not started by make e2e-compose: its image can be neither pulled nor "
