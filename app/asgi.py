@@ -8,6 +8,7 @@ from the environment, sets up logging and telemetry, and builds the app.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -34,7 +35,7 @@ from app.service import FitCheckService
 from app.startup import announce
 from app.workers import Supervisor
 from otel.http_client import trace_http_client
-from otel.instrumentation import instrument_app
+from otel.instrumentation import instrument_app, instrument_redis
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 
@@ -86,12 +87,18 @@ def build_app(
     if settings.metrics_port is not None:
         runtime.serve_metrics(settings.metrics_host, settings.metrics_port, settings.metrics_token)
 
+    if service.store is not None:
+        instrument_redis(service.store.client, runtime.tracer_provider)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         announce(settings, providers.llm.model, runtime.exports)
+        watch = asyncio.create_task(service.watch_store(), name="watch the session store")
         try:
             yield
         finally:
+            watch.cancel()
+            await service.close_store()
             await service.providers.aclose()
             runtime.shutdown()
 

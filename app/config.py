@@ -169,6 +169,32 @@ class Settings(BaseSettings):
     resume_window_s: float = Field(
         default=10.0, ge=0, le=600, validation_alias="FIT_CHECK_RESUME_WINDOW_S"
     )
+    # --- beyond one instance (a shared session log in Redis) -------------------------------
+    # Set: every session's frames also go to a Redis Stream, so a reconnect on any replica
+    # reads on; the global cap below becomes possible. Unset: sessions live in this
+    # instance's memory only (the embedded default).
+    redis_url: str | None = Field(default=None, validation_alias="FIT_CHECK_REDIS_URL", repr=False)
+    # Every key this service writes starts with it (several deployments on one Redis).
+    redis_prefix: str = Field(default="fit-check:", validation_alias="FIT_CHECK_REDIS_PREFIX")
+    # Each Redis call's bound: a slow or paused Redis costs a stream at most this per call.
+    redis_timeout_ms: int = Field(
+        default=250, ge=10, le=10_000, validation_alias="FIT_CHECK_REDIS_TIMEOUT_MS"
+    )
+    # Redis unreachable: "open" admits new streams on this instance's own cap (a stream in
+    # flight never depends on Redis either way); "closed" refuses them with 503.
+    redis_failure_mode: Literal["open", "closed"] = Field(
+        default="open", validation_alias="FIT_CHECK_REDIS_FAILURE_MODE"
+    )
+    # Streaming sessions across every replica that shares the Redis; unset: no global cap.
+    global_max_sessions: int | None = Field(
+        default=None, ge=1, validation_alias="FIT_CHECK_GLOBAL_MAX_SESSIONS"
+    )
+    # A producing replica renews its lease this often (a third of it); a reader that finds it
+    # expired with no terminal event ends its stream with INTERRUPTED, and a crashed
+    # replica's global slots come back after it.
+    producer_lease_s: float = Field(
+        default=3.0, ge=0.5, le=60, validation_alias="FIT_CHECK_PRODUCER_LEASE_S"
+    )
     replay_buffer_bytes: int = Field(
         default=1_048_576, ge=4096, validation_alias="FIT_CHECK_REPLAY_BUFFER_BYTES"
     )
@@ -283,6 +309,14 @@ class Settings(BaseSettings):
                 "FIT_CHECK_METRICS_PORT cannot be shared by several workers: push metrics to "
                 "a collector (OTEL_EXPORTER_OTLP_ENDPOINT) instead"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _global_cap_needs_redis(self) -> Settings:
+        """A cap across replicas is kept in the shared store: without one it would silently
+        be a per-instance cap."""
+        if self.global_max_sessions is not None and not self.redis_url:
+            raise ValueError("FIT_CHECK_GLOBAL_MAX_SESSIONS needs FIT_CHECK_REDIS_URL")
         return self
 
     @model_validator(mode="after")

@@ -19,5 +19,6 @@ RejectionReason = Literal[
     "body_timeout",  # 408: body unfinished FIT_CHECK_BODY_TIMEOUT_S after its headers
     "host_not_allowed",  # 421: a Host outside loopback, HOST and FIT_CHECK_ALLOWED_HOSTS
     "malformed_request",  # 400: not parsable as HTTP/1.1 (a NUL in a header, a bad request line)
+    "session_store_unavailable",  # 503: Redis down and FIT_CHECK_REDIS_FAILURE_MODE=closed
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)

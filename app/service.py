@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -16,29 +18,56 @@ from app.pipeline.analysis import load_profile
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
 from app.pipeline.gateway import ProviderGateway
-from app.pipeline.live_sessions import LiveSessions
+from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.session import SessionRun
 from app.providers.factory import Providers
 from app.rejections import REJECTION_REASONS
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.stream_timeouts import StreamLimits
+from app.store.redis_log import SessionStore, StoredSession, StoreUnavailable
 from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.service")
 
 #: Why a reconnect is not served (``FitCheckService.resumable``).
-Resume = Literal["gone", "future", "limit"]
+Resume = Literal["gone", "future", "limit", "store_unavailable"]
+#: How often the shared store is probed, so health recovers with no traffic.
+STORE_PROBE_S = 2.0
+
+
+class SessionStoreUnavailable(Exception):
+    """503: the shared store cannot be reached and FIT_CHECK_REDIS_FAILURE_MODE=closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSession:
+    """A session another replica runs, readable here from the shared store."""
+
+    key: str
+    stored: StoredSession
+
+
+class SessionStoreHealth(BaseModel):
+    backend: Literal["memory", "redis"] = Field(
+        description="redis: sessions are shared by replicas (FIT_CHECK_REDIS_URL)."
+    )
+    status: Literal["ok", "unavailable"] = Field(
+        description="unavailable: streams still reach their own clients, but a reconnect on "
+        "another replica cannot read on, and the cap across replicas is not enforced."
+    )
 
 
 class HealthResponse(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"] = Field(
-        description="degraded: a provider's circuit breaker is open; unhealthy: all are."
+        description="degraded: a provider's circuit breaker is open, or the shared session "
+        "store is unavailable; unhealthy: every provider's breaker is open."
     )
     service: Literal["fit-check"] = "fit-check"
     agent_ready: bool = Field(description="False once the instance drains: no new streams.")
     active_sessions: int
     circuit_breakers: dict[str, BreakerState]
+    session_store: SessionStoreHealth
     timestamp: float
 
 
@@ -55,6 +84,7 @@ class FitCheckService:
     breakers: dict[str, CircuitBreaker]
     sessions: LiveSessions[SessionRun]
     pipeline: FitCheckPipeline
+    store: SessionStore | None = None
     draining: bool = field(default=False)
 
     @classmethod
@@ -99,6 +129,16 @@ class FitCheckService:
                 per_client=settings.max_sessions_per_client,
             ),
             pipeline=pipeline,
+            store=None
+            if settings.redis_url is None
+            else SessionStore(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                timeout_ms=settings.redis_timeout_ms,
+                lease_s=settings.producer_lease_s,
+                resume_window_s=settings.resume_window_s,
+                telemetry=telemetry,
+            ),
         )
         telemetry.prepare(
             phases=PHASES,
@@ -111,9 +151,13 @@ class FitCheckService:
         return service
 
     # --- sessions -----------------------------------------------------------------------
-    def open_session(self, request: FitCheckRequest, client: str = "") -> SessionRun:
-        """Admit a session (raises SessionLimitReached past a limit) and prepare its run."""
+    async def open_session(self, request: FitCheckRequest, client: str = "") -> SessionRun:
+        """Admit a session and prepare its run. Raises SessionLimitReached past a limit
+        (this instance's, a client's, or the one across replicas) and
+        SessionStoreUnavailable when the store is down and the failure mode is closed."""
         settings = self.settings
+        store = self.store
+        global_limit = settings.global_max_sessions
         run = SessionRun(
             key=new_stream_key(),
             session_id=request.session_id or str(uuid.uuid4()),
@@ -129,19 +173,45 @@ class FitCheckService:
             send_buffer_bytes=settings.send_buffer_bytes,
             slow_reader_s=settings.slow_reader_s,
             client=client,
+            store=store,
+            capped=global_limit is not None,
         )
         self.sessions.add(run)
+        if store is None:
+            return run
+        closed = settings.redis_failure_mode == "closed"
+        if global_limit is None:
+            if closed and not store.available:
+                self.sessions.withdraw(run)
+                raise SessionStoreUnavailable
+            return run
+        try:
+            taken = await store.admit(run.key, global_limit)
+        except StoreUnavailable:
+            if closed:
+                self.sessions.withdraw(run)
+                raise SessionStoreUnavailable from None
+            # Open: this instance's own cap still bounds what it spends.
+            return run
+        if taken is not None:
+            self.sessions.withdraw(run)
+            raise SessionLimitReached(
+                f"{taken} sessions are streaming across all instances (the limit is "
+                f"{global_limit})",
+                self.sessions.retry_after(),
+            )
         return run
 
-    def resumable(self, last: LastEventId) -> SessionRun | Resume:
-        """The live session a client can read on from, or why not: ``gone`` (answer 204:
-        stop), ``future`` (400: no such event was sent) or ``limit`` (429: this session
-        has served ``FIT_CHECK_MAX_RECONNECTS`` reconnects)."""
+    async def resumable(self, last: LastEventId) -> SessionRun | RemoteSession | Resume:
+        """The live session a client can read on from (here, or from the shared store), or
+        why not: ``gone`` (answer 204: stop), ``future`` (400: no such event was sent),
+        ``limit`` (429: this session has served ``FIT_CHECK_MAX_RECONNECTS`` reconnects) or
+        ``store_unavailable`` (503: it may be elsewhere, and the store cannot say)."""
         if last.terminal:
             return "gone"
         run = self.sessions.get(last.key)
         if run is None:
-            return "gone"
+            return await self._remote(last)
         verdict = run.resume_verdict(last.seq)
         if verdict == "gone":
             run.abandon()  # the frames it needs are dropped: nobody can read it any more
@@ -153,13 +223,34 @@ class FitCheckService:
         run.reconnects += 1
         return run
 
-    def resume_trace_parent(self, last_event_id: str) -> str | None:
+    async def _remote(self, last: LastEventId) -> RemoteSession | Resume:
+        if self.store is None:
+            return "gone"
+        try:
+            stored = await self.store.describe(last.key, reconnect=True)
+        except StoreUnavailable:
+            return "store_unavailable"
+        if stored is None or not _readable(stored, last.seq):
+            return "gone"
+        if stored.reconnects > self.settings.max_reconnects:
+            return "limit"
+        return RemoteSession(last.key, stored)
+
+    async def resume_trace_parent(self, last_event_id: str) -> str | None:
         """For the tracing middleware: the span a reconnect's server span is a child of
         (none for a reconnect that will be refused: its span is not the session's)."""
         last = parse_last_event_id(last_event_id)
         if last is None or last.terminal:
             return None
         run = self.sessions.get(last.key)
+        if run is None and self.store is not None:
+            try:
+                stored = await self.store.describe(last.key)
+            except StoreUnavailable:
+                return None
+            if stored is None or not _readable(stored, last.seq):
+                return None
+            return stored.traceparent
         if (
             run is None
             or run.trace is None
@@ -168,6 +259,24 @@ class FitCheckService:
         ):
             return None
         return run.trace.traceparent
+
+    # --- the shared store -----------------------------------------------------------------
+    async def watch_store(self) -> None:
+        """Probe the store until cancelled, so health follows it with no traffic (and says
+        at start-up whether it is there)."""
+        store = self.store
+        if store is None:
+            return
+        if not await store.ping():
+            log.warning("Session store unreachable at start-up; sessions stay on this instance")
+        while True:
+            await asyncio.sleep(STORE_PROBE_S)
+            await store.ping()
+
+    async def close_store(self) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.aclose()
 
     # --- draining -------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -200,17 +309,31 @@ class FitCheckService:
     def health(self) -> HealthResponse:
         states = {name: breaker.state for name, breaker in self.breakers.items()}
         open_breakers = sum(state == BreakerState.OPEN for state in states.values())
+        store = self.store
+        store_health = SessionStoreHealth(
+            backend="memory" if store is None else "redis",
+            status="ok" if store is None or store.available else "unavailable",
+        )
         return HealthResponse(
             # Unhealthy: every provider is refused, no analysis can succeed right now.
             status=(
                 "unhealthy"
                 if open_breakers == len(states)
                 else "degraded"
-                if open_breakers
+                if open_breakers or store_health.status != "ok"
                 else "healthy"
             ),
             agent_ready=not self.draining,
             active_sessions=self.sessions.active,
             circuit_breakers=states,
+            session_store=store_health,
             timestamp=time.time(),
         )
+
+
+def _readable(stored: StoredSession, seq: int) -> bool:
+    """Whether a reconnect whose last event was ``seq`` can read on from the store: the
+    stream has not ended for it, and the frames after it are still held."""
+    if stored.terminal_seq is not None and seq >= stored.terminal_seq:
+        return False
+    return seq + 1 >= stored.first_seq

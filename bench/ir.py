@@ -17,6 +17,12 @@ Against them, the stock SDK's floor: the same telemetry units made by the stock 
 functions (cachegrind sees C, not Python: ``_PyEval_EvalFrameDefault`` is Python code
 running, the others are where it spends in C), per stream, full minus baseline.
 
+``--redis`` runs every variant with the shared session log (``FIT_CHECK_REDIS_URL`` to a
+``redis-server`` on loopback, started here, its work not counted): the log's cost is the
+difference to a run without it. Its writes are batched by time (25 ms), and under valgrind
+a stream takes about 50 times longer, so a write carries more frames than it would in
+real time: the figure is a lower bound of the per-frame cost.
+
 ``--source DIR`` counts another checkout (e.g. a ``git worktree`` of an older commit)
 with this venv, for a before/after comparison of a change; ``--only NAME`` (a prefix)
 counts one variant and the baseline.
@@ -90,6 +96,8 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 EXPORTING = (SINK, SINK_FASTOTEL, SINK_NO_PUSH, SINK_NO_PUSH_NO_EXEMPLARS)
 TOP_FUNCTIONS = 12
+#: Added to every variant's environment (``--redis``).
+EXTRA_ENV: dict[str, str] = {}
 
 
 def run_cachegrind(
@@ -105,7 +113,7 @@ def run_cachegrind(
             str(driver),
             str(streams),
         ],
-        env=clean_env(PYTHONHASHSEED="0", PYTHONPATH=str(source), **env),
+        env=clean_env(PYTHONHASHSEED="0", PYTHONPATH=str(source), **{**env, **EXTRA_ENV}),
         cwd=out.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -160,6 +168,27 @@ def loopback_server(module: str, *args: str) -> Iterator[str]:
 
 def otlp_sink() -> contextlib.AbstractContextManager[str]:
     return loopback_server("bench.otlp_sink")
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A throw-away ``redis-server`` on a free loopback port; its URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            for _ in range(100):
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 def count(
@@ -266,7 +295,18 @@ def main() -> int:
         default=0,
         help="with --realistic: pause between the fake's chunks (each then arrives alone)",
     )
+    parser.add_argument(
+        "--redis", action="store_true", help="every variant with the shared session log"
+    )
     args = parser.parse_args()
+    with redis_server() if args.redis else contextlib.nullcontext("") as redis_url:
+        if redis_url:
+            EXTRA_ENV["FIT_CHECK_REDIS_URL"] = redis_url
+            print(f"every variant with FIT_CHECK_REDIS_URL={redis_url}")
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     source = args.source.resolve()
     commit = subprocess.run(
         ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import Meter
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_INPUT_MESSAGES,
@@ -301,6 +302,30 @@ class Telemetry:
     def rejected(self, reason: str) -> None:
         """A request refused before any work started (load shedding, limits, bad input)."""
         self._instruments.rejected.add(1, {"reason": reason})
+
+    def store_operation(self, operation: str, outcome: str, duration_s: float) -> None:
+        """One call to the shared session store (``ok`` or ``error``)."""
+        attributes = {"operation": operation, "outcome": outcome}
+        self._instruments.store_operations.add(1, attributes)
+        self._instruments.store_duration.record(duration_s, {"operation": operation})
+
+    def stream_interrupted(self) -> None:
+        """A resumed stream ended with INTERRUPTED: its producer died, or the store lost
+        frames or could not be read."""
+        self._instruments.streams_interrupted.add(1, {})
+
+    @staticmethod
+    @contextmanager
+    def untraced() -> Iterator[None]:
+        """Calls made inside make no spans (a session's frames copied to the store: one
+        span per write would outnumber the session's own)."""
+        # The key every instrumentation checks (``suppress_instrumentation`` sets it too),
+        # from the API: the facade loads no instrumentation package.
+        token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            yield
+        finally:
+            context.detach(token)
 
     def first_event(self, scope: RequestScope) -> None:
         """Record time to first event once per request (the first phase the client sees)."""

@@ -3,14 +3,16 @@ trace context. (Outbound HTTP spans: ``otel.http_client``.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Span, SpanContext, TracerProvider, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otel.redact import redact_url_attributes
@@ -37,7 +39,7 @@ _LAST_EVENT_ID = b"last-event-id"
 _propagator = TraceContextTextMapPropagator()
 
 #: Given a reconnect's ``Last-Event-ID``, the ``traceparent`` of the session it resumes.
-ResumeParent = Callable[[str], "str | None"]
+ResumeParent = Callable[[str], Awaitable["str | None"]]
 
 
 class IncomingTraceGate:
@@ -64,16 +66,16 @@ class IncomingTraceGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope = self._gate(scope)
+            scope = await self._gate(scope)
         await self._app(scope, receive, send)
 
-    def _gate(self, scope: Scope) -> Scope:
+    async def _gate(self, scope: Scope) -> Scope:
         headers = scope["headers"]
         resumed = None
         if self._resume_parent is not None:
             for name, value in headers:
                 if name == _LAST_EVENT_ID:
-                    resumed = self._resume_parent(value.decode("latin-1"))
+                    resumed = await self._resume_parent(value.decode("latin-1"))
                     break
         if resumed is None and self._trust_caller:
             return scope
@@ -108,6 +110,13 @@ def _server_request_hook(span: Span, scope: dict[str, Any]) -> None:
     caller = scope.get(_CALLER_KEY)
     if caller is not None:
         span.add_link(caller, {"fit_check.link": "untrusted caller"})
+
+
+def instrument_redis(client: Redis, tracer_provider: TracerProvider | None) -> None:
+    """Client spans for a Redis client's calls (``db.system.name=redis``), made under the
+    current span; calls inside ``Telemetry.untraced`` make none."""
+    if tracer_provider is not None:
+        RedisInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
 
 
 def instrument_app(

@@ -27,6 +27,7 @@ PHASE_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60)
 LLM_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30)
 FIRST_EVENT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 SEARCH_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+STORE_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 # From the OpenTelemetry GenAI semantic conventions.
 GENAI_DURATION_BUCKETS = (
     0.01,
@@ -161,6 +162,22 @@ class Instruments:
             description="Tokens used per GenAI operation",
             explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
         )
+        self.store_operations = Totals(
+            meter,
+            "fit_check.session_store.operations",
+            description="Shared session store (Redis) calls by operation and outcome",
+        )
+        self.store_duration = meter.create_histogram(
+            "fit_check.session_store.duration",
+            unit="s",
+            description="Shared session store (Redis) call latency",
+            explicit_bucket_boundaries_advisory=STORE_LATENCY_BUCKETS,
+        )
+        self.streams_interrupted = Totals(
+            meter,
+            "fit_check.streams.interrupted",
+            description="Resumed streams ended because their producing replica stopped",
+        )
         build = {"version": service_version, "python_version": platform.python_version()}
         meter.create_observable_gauge(
             "fit_check_build_info",
@@ -188,10 +205,10 @@ class Instruments:
         for status in CALL_STATUSES:
             for model in llm_models:
                 self.llm_calls.add(0, {"model": model, "status": status})
-        for model in llm_models:
-            self.llm_usage_missing.add(0, {"model": model})
             for provider in search_providers:
                 self.search_calls.add(0, {"provider": provider, "status": status})
+        for model in llm_models:
+            self.llm_usage_missing.add(0, {"model": model})
 
     def observe_state(
         self, *, active_sessions: Callable[[], int], breaker_states: Callable[[], Mapping[str, int]]

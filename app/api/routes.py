@@ -22,8 +22,9 @@ from app.api.schemas import (
 from app.models import FitCheckRequest
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
+from app.pipeline.remote_stream import remote_frames
 from app.pipeline.session import SessionRun
-from app.service import FitCheckService, HealthResponse
+from app.service import FitCheckService, HealthResponse, RemoteSession, SessionStoreUnavailable
 from otel.facade import Telemetry, TraceRef
 from otel.scrape import bearer_token_matches
 
@@ -97,6 +98,45 @@ class SessionStreamResponse(EventSourceResponse):
                     await self._run.linger()
 
 
+class RemoteStreamResponse(EventSourceResponse):
+    """An SSE response reading on, from the shared store, a session another replica runs."""
+
+    def __init__(
+        self,
+        service: FitCheckService,
+        remote: RemoteSession,
+        *,
+        after: int,
+        headers: dict[str, str],
+    ) -> None:
+        store = service.store
+        if store is None:  # pragma: no cover - a RemoteSession comes from the store
+            raise RuntimeError("no shared store")
+        settings = service.settings
+        frames = remote_frames(
+            store,
+            remote.key,
+            after=after,
+            retry_frame=b"retry: %d\r\n\r\n" % settings.sse_retry_ms,
+            telemetry=service.telemetry,
+        )
+        super().__init__(
+            frames, ping=settings.sse_ping_s, headers=headers, send_timeout=settings.slow_reader_s
+        )
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"connection"]
+        self._telemetry = service.telemetry
+        self._session_id = remote.stored.session_id
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._telemetry.session_context(self._session_id):
+            self._telemetry.stream_resumed(self._session_id, self._after)
+            try:
+                await super().__call__(scope, receive, body_frames_direct(scope, send))
+            except SendTimeoutError:
+                log.warning("The client took no data in time; closing its connection")
+
+
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": SSE_DESCRIPTION,
@@ -112,7 +152,12 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
         "description": "FIT_CHECK_MAX_CONCURRENT_SESSIONS or FIT_CHECK_MAX_SESSIONS_PER_CLIENT "
         "reached (RATE_LIMITED), or this session's reconnects are used up (RECONNECT_LIMIT)",
     },
-    503: {"model": ErrorBody, "description": "The instance is shutting down: retry"},
+    503: {
+        "model": ErrorBody,
+        "description": "The instance is shutting down (SHUTTING_DOWN), or the shared session "
+        "store is unreachable and FIT_CHECK_REDIS_FAILURE_MODE=closed, or a reconnect's session "
+        "may be on another replica and the store cannot say (SESSION_STORE_UNAVAILABLE): retry",
+    },
 }
 
 router = APIRouter()
@@ -131,11 +176,21 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else ""
 
 
-def _open_stream(
+def _store_unavailable(service: FitCheckService, message: str) -> Response:
+    service.telemetry.rejected("session_store_unavailable")
+    return error_response(
+        503,
+        "SESSION_STORE_UNAVAILABLE",
+        message,
+        headers={"Retry-After": str(SHUTTING_DOWN_RETRY_AFTER_S)},
+    )
+
+
+async def _open_stream(
     service: FitCheckService, body: FitCheckRequest, client: str, last_event_id: str | None
 ) -> Response:
     if last_event_id:  # an empty one names no stream: a client's first connection
-        return _resume_stream(service, last_event_id)
+        return await _resume_stream(service, last_event_id)
     telemetry = service.telemetry
     if service.draining:
         telemetry.rejected("shutting_down")
@@ -146,11 +201,15 @@ def _open_stream(
             headers={"Retry-After": str(SHUTTING_DOWN_RETRY_AFTER_S), "Connection": "close"},
         )
     try:
-        run = service.open_session(body, client)
+        run = await service.open_session(body, client)
     except SessionLimitReached as exc:
         telemetry.rejected("rate_limited")
         return error_response(
             429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        )
+    except SessionStoreUnavailable:
+        return _store_unavailable(
+            service, "the shared session store is unreachable; send the request again"
         )
     return _session_response(service, run, after=None)
 
@@ -167,10 +226,10 @@ def _session_response(service: FitCheckService, run: SessionRun, after: int | No
     )
 
 
-def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
+async def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
     """A reconnect never starts an analysis: it reads on, or is told to stop (204)."""
     last = parse_last_event_id(last_event_id)
-    resumed = None if last is None else service.resumable(last)
+    resumed = None if last is None else await service.resumable(last)
     if resumed is None or resumed == "future":
         service.telemetry.rejected("invalid_request")
         return error_response(
@@ -186,7 +245,20 @@ def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
             f"this stream has been resumed {service.settings.max_reconnects} times, the "
             "limit; start a new analysis",
         )
-    return _session_response(service, resumed, after=last.seq if last is not None else None)
+    if resumed == "store_unavailable":
+        return _store_unavailable(
+            service, "the shared session store is unreachable; reconnect in a moment"
+        )
+    if last is None:  # pragma: no cover - parsed above, or answered 400
+        raise RuntimeError("unparsed Last-Event-ID")
+    if isinstance(resumed, RemoteSession):
+        return RemoteStreamResponse(
+            service,
+            resumed,
+            after=last.seq,
+            headers=_stream_headers(resumed.stored.session_id, service.telemetry.current_trace()),
+        )
+    return _session_response(service, resumed, after=last.seq)
 
 
 @router.post(
@@ -202,7 +274,7 @@ async def stream_post(
     service: ServiceDep,
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    return _open_stream(service, body, _client(request), last_event_id)
+    return await _open_stream(service, body, _client(request), last_event_id)
 
 
 @router.get(
@@ -218,7 +290,7 @@ async def stream_get(
     service: ServiceDep,
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    return _open_stream(service, params, _client(request), last_event_id)
+    return await _open_stream(service, params, _client(request), last_event_id)
 
 
 @router.get("/api/fit-check/health", response_model=HealthResponse, tags=["health"])
@@ -240,6 +312,15 @@ async def liveness() -> LivenessResponse:
 async def readiness(service: ServiceDep) -> Response | ReadinessResponse:
     if service.draining:
         return error_response(503, "SHUTTING_DOWN", "this instance is draining")
+    store = service.store
+    if (
+        store is not None
+        and not store.available
+        and service.settings.redis_failure_mode == "closed"
+    ):
+        return error_response(
+            503, "SESSION_STORE_UNAVAILABLE", "the shared session store is unreachable"
+        )
     return ReadinessResponse()
 
 

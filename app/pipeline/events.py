@@ -28,7 +28,13 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 #: Codes of the ``error`` event. INVALID_QUERY and RATE_LIMITED are not among them: they
 #: are HTTP error answers (422, 429), sent before any stream starts.
 StreamErrorCode = Literal[
-    "AGENT_ERROR", "SEARCH_ERROR", "LLM_ERROR", "TIMEOUT", "SHUTTING_DOWN", "SLOW_READER"
+    "AGENT_ERROR",
+    "SEARCH_ERROR",
+    "LLM_ERROR",
+    "TIMEOUT",
+    "SHUTTING_DOWN",
+    "SLOW_READER",
+    "INTERRUPTED",
 ]
 ThoughtKind = Literal["reasoning", "tool_call", "observation"]
 
@@ -91,7 +97,8 @@ class ErrorEvent(TypedDict):
         Field(
             description="SHUTTING_DOWN: the instance is draining; send the request again. "
             "SLOW_READER: the connection took no events for a while and the analysis was "
-            "stopped."
+            "stopped. INTERRUPTED: the replica running the analysis stopped (or the shared "
+            "session store lost its frames) before it ended; send the request again."
         ),
     ]
     message: str

@@ -118,6 +118,10 @@ class LiveSessions(Generic[S]):
             self._live[key].abandon()  # it leaves the live set once its task has stopped
         return len(waiting)
 
+    def retry_after(self) -> int:
+        """When one of this instance's streaming sessions is expected to end."""
+        return self._retry_after(self._live.values())
+
     def _retry_after(self, sessions: Iterable[S]) -> int:
         """Seconds until one of ``sessions`` is expected to end, by the running estimate
         of how long a session takes; at least 1, at most ``max_retry_after_s``."""
@@ -135,6 +139,14 @@ class LiveSessions(Generic[S]):
             del self._live[session.key]
             duration = time.monotonic() - session.opened_at
             self._expected_s += _EWMA_WEIGHT * (duration - self._expected_s)
+            if not self._live:
+                self._empty.set()
+
+    def withdraw(self, session: S) -> None:
+        """Undo ``add`` for a session refused after all (the cap across replicas): it ran
+        no time, so the running estimate of a session's duration does not learn from it."""
+        if self._live.get(session.key) is session:
+            del self._live[session.key]
             if not self._live:
                 self._empty.set()
 

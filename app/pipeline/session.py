@@ -40,8 +40,10 @@ from app.pipeline.events import (
     StreamErrorCode,
     bounded_frame,
 )
+from app.pipeline.mirror import SessionMirror
 from app.pipeline.phases import EventSink
 from app.pipeline.replay import ReplayBuffer
+from app.store.redis_log import DELIVERED, SessionStore
 from otel.facade import CancelReason, RequestScope, Telemetry, TraceRef
 
 log = logging.getLogger("fit_check.session")
@@ -93,6 +95,8 @@ class SessionRun:
         send_buffer_bytes: int = 262_144,
         slow_reader_s: float = 30.0,
         client: str = "",
+        store: SessionStore | None = None,
+        capped: bool = False,
     ) -> None:
         self.key = key
         self.session_id = session_id
@@ -120,6 +124,9 @@ class SessionRun:
         self._delivered = asyncio.Event()  # a reader was sent the terminal event
         self._progress = asyncio.Event()  # the reader was sent frames, or came or went
         self._reader: object | None = None
+        #: A reader on another replica (the shared store's mirror reports it).
+        self._remote_reader = False
+        self._mirror = None if store is None else SessionMirror(store, self, capped=capped)
         self._reader_left_at: float | None = None
         self._sent_any = False
         self._terminal_seq: int | None = None
@@ -137,6 +144,8 @@ class SessionRun:
             self.trace = self._telemetry.current_trace()
             self._task = asyncio.create_task(self._run(), name=f"fit-check {self.session_id}")
             self._task.add_done_callback(lambda _task: self._changed.set())
+            if self._mirror is not None:
+                self._mirror.start()
 
     @property
     def finished(self) -> bool:
@@ -158,7 +167,7 @@ class SessionRun:
     def lingering_since(self) -> float | None:
         """When its last reader left (``time.monotonic``), while nobody reads a session
         that was read: it then only waits for its client to come back."""
-        if self._reader is not None or not self._sent_any or self.finished:
+        if self._has_reader or not self._sent_any or self.finished:
             return None
         return self._reader_left_at
 
@@ -183,7 +192,7 @@ class SessionRun:
                 remaining: float | None = None
                 # A reader that got the terminal event leaves a task about to end by itself
                 # (with its outcome): wait for that, never cancel it.
-                if self._reader is None and not self._delivered.is_set():
+                if not self._has_reader and not self._delivered.is_set():
                     if not self._sent_any:
                         break  # the client never got an id: nobody can come back for it
                     if deadline is None:
@@ -207,7 +216,7 @@ class SessionRun:
         """Nobody can read this session any more (its client asked for frames already
         dropped, or lingering sessions are over their allowance): it ends now instead of
         at the end of its resume window."""
-        if self._reader is None:
+        if not self._has_reader:
             self._abandoned = True
             self._changed.set()
 
@@ -217,7 +226,7 @@ class SessionRun:
         task = self._task
         if task is None or task.done():
             return
-        if self._reader is None:
+        if not self._has_reader:
             self._cancel(task, "shutdown")
         elif self._terminal_seq is None:
             self._stop = _SHUTTING_DOWN
@@ -240,6 +249,9 @@ class SessionRun:
             if task is not None and not task.done():
                 self._cancel(task, "client_gone")
                 await self._wait_task(task)
+            if self._mirror is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._mirror.close(self._close_timeout_s)
         finally:
             self._new_frames.set()  # a reader still waiting ends its stream
             self._on_closed(self)
@@ -258,6 +270,52 @@ class SessionRun:
                 scope.stream_ended = time.perf_counter()
         task.cancel()
 
+    # --- the shared store's side (``MirroredSession``) ------------------------------------
+    @property
+    def _has_reader(self) -> bool:
+        return self._reader is not None or self._remote_reader
+
+    @property
+    def traceparent(self) -> str | None:
+        return None if self.trace is None else self.trace.traceparent
+
+    @property
+    def terminal_seq(self) -> int | None:
+        return self._terminal_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self._buffer.first_seq
+
+    @property
+    def streaming(self) -> bool:
+        """Spending or about to: not lingering, not over (the cap across replicas counts
+        these)."""
+        return not self.finished and self.lingering_since is None
+
+    def frames_from(self, seq: int) -> list[bytes] | None:
+        return self._buffer.since(seq)
+
+    def remote_reader(self, state: str | None) -> None:
+        """What the store says of a reader on another replica: none (``None``), read up to
+        a sequence number, or sent the terminal event (``delivered``)."""
+        if state == DELIVERED:
+            self._delivered.set()
+            self._changed.set()
+            return
+        reading = state is not None and state.isdigit()
+        if reading and state is not None:
+            self._sent_any = True
+            if self._reader is None:
+                self._buffer.sent_through(int(state))
+            self._progress.set()
+        if reading != self._remote_reader:
+            self._remote_reader = reading
+            if not reading and self._reader is None:
+                self._reader_left_at = time.monotonic()
+            self._changed.set()
+            self._progress.set()
+
     # --- backpressure (the pipeline's side of ``EventSink``) ---------------------------
     @property
     def congested(self) -> bool:
@@ -270,7 +328,7 @@ class SessionRun:
         ``slow_reader_s`` ends the session with ``SLOW_READER``."""
         while self.congested:
             self._progress.clear()
-            stall = self._slow_reader_s if self._reader is not None else None
+            stall = self._slow_reader_s if self._has_reader else None
             try:
                 async with asyncio.timeout(stall):
                     await self._progress.wait()
@@ -281,7 +339,7 @@ class SessionRun:
     async def wait_for_reader(self) -> None:
         """Before work that costs money: a session whose client left (and may come back)
         spends nothing more until it does; the resume window ends the wait."""
-        while self._reader is None and self._sent_any:
+        while not self._has_reader and self._sent_any:
             self._progress.clear()
             await self._progress.wait()
 
@@ -372,6 +430,8 @@ class SessionRun:
         elif self._first_phase_seq is None and event.type == "phase":
             self._first_phase_seq = seq
         self._new_frames.set()
+        if self._mirror is not None:
+            self._mirror.wake()
 
     async def _run(self) -> None:
         started = time.perf_counter()

@@ -61,6 +61,7 @@ async def test_the_published_events_are_exactly_the_ones_defined(client: httpx.A
         "TIMEOUT",
         "SHUTTING_DOWN",
         "SLOW_READER",
+        "INTERRUPTED",
     ]
     assert all(schema.get("additionalProperties") is False for schema in schemas.values())
 

@@ -1,0 +1,334 @@
+"""Sessions shared by two replicas through a real Redis (``redis-server`` on loopback):
+resume on the other replica, one trace, a producer that stops, the cap across replicas,
+and Redis faults. The replicas are two apps in this process, each with its own in-memory
+telemetry, on real sockets. Marked e2e: ``make e2e`` installs ``redis-server``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, aconnect_sse
+from opentelemetry.trace import SpanKind
+
+from app.pipeline.event_ids import parse_last_event_id
+from app.pipeline.session import SessionRun
+from tests.fakes import counting_providers
+from tests.helpers import Harness, HarnessFactory, LiveServer, attrs, wait_until
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="make e2e installs it"),
+]
+
+STREAM = "/api/fit-check/stream"
+HOST = {"Host": "127.0.0.1"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    def keys(self) -> list[str]:
+        return [k for k in self.cli("--scan", "--pattern", "fit-check:*").splitlines() if k]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(_free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.resume()
+        server.stop()
+
+
+@dataclass
+class Replica:
+    harness: Harness
+    server: LiveServer
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+async def replicas(
+    harness_factory: HarnessFactory, redis_server: RedisServer
+) -> AsyncIterator[Any]:
+    """``make(count, llm_delay_s, **settings)``: replicas sharing ``redis_server``, each
+    with counting providers whose LLM calls take ``llm_delay_s``."""
+    started: list[Replica] = []
+
+    async def make(count: int = 2, llm_delay_s: float = 0.0, **overrides: Any) -> list[Replica]:
+        settings: dict[str, Any] = {
+            "redis_url": redis_server.url,
+            "producer_lease_s": 1.0,
+            "resume_window_s": 3.0,
+            **overrides,
+        }
+        for _ in range(count):
+            providers, _search, _llm = counting_providers(llm_delay_s=llm_delay_s)
+            harness = harness_factory(providers=providers, **settings)
+            server = LiveServer(harness.app)
+            await server.__aenter__()
+            client = httpx.AsyncClient(base_url=server.url, headers=HOST, timeout=30)
+            started.append(Replica(harness, server, client))
+        return started[-count:]
+
+    yield make
+    for replica in started:
+        await replica.client.aclose()
+        await replica.server.__aexit__()
+
+
+async def read(
+    client: httpx.AsyncClient,
+    *,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+    query: str = "Senior Python engineer, Kafka",
+) -> tuple[int, list[ServerSentEvent]]:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[ServerSentEvent] = []
+    params = {"query": query}
+    async with aconnect_sse(client, "GET", STREAM, params=params, headers=headers) as source:
+        status = source.response.status_code
+        if status != 200:
+            await source.response.aread()
+            return status, events
+        async for sse in source.aiter_sse():
+            if not (sse.data or sse.id):
+                continue
+            events.append(sse)
+            if stop_after is not None and len(events) >= stop_after:
+                break
+    return status, events
+
+
+def seqs(events: list[ServerSentEvent]) -> list[int]:
+    return [p.seq for e in events if (p := parse_last_event_id(e.id)) is not None]
+
+
+def sessions(replica: Replica) -> list[SessionRun]:
+    return replica.harness.service.sessions.all()
+
+
+async def test_a_reconnect_on_the_other_replica_reads_on_in_the_same_trace(
+    replicas: Any,
+) -> None:
+    a, b = await replicas(2, llm_delay_s=0.2)
+    status, first = await read(a.client, stop_after=4)
+    assert status == 200
+    status, rest = await read(b.client, last_event_id=first[-1].id)
+    assert status == 200
+    events = first + rest
+    assert seqs(events) == list(range(len(events)))
+    assert rest[-1].event == "complete" and rest[-1].id.endswith(".end")
+    assert {e.event for e in events} >= {"session", "phase", "phase_complete", "complete"}
+    # One analysis, run by A; B only read.
+    await wait_until(lambda: not sessions(a), timeout_s=10)
+    assert a.harness.telemetry.value("fit_check.requests", status="success") == 1
+    assert b.harness.telemetry.value("fit_check.requests", status="success") == 0
+    # B's server span is a child of A's root: one trace for the session.
+    trace_id = events[0].json()["trace_id"]
+    resumed = [
+        s
+        for s in b.harness.telemetry.finished_spans()
+        if s.kind == SpanKind.SERVER and "fit_check.resumed_after" in attrs(s)
+    ]
+    assert len(resumed) == 1
+    assert format(resumed[0].context.trace_id, "032x") == trace_id
+    assert attrs(resumed[0])["fit_check.resumed_after"] == seqs(first)[-1]
+    assert attrs(resumed[0])["session_id"] == events[0].json()["session_id"]
+
+
+async def test_a_terminal_or_unknown_id_gets_204_on_any_replica(replicas: Any) -> None:
+    a, b = await replicas(2)
+    _, events = await read(a.client)
+    assert events[-1].event == "complete"
+    status, _ = await read(b.client, last_event_id=events[-1].id)
+    assert status == 204
+    status, _ = await read(b.client, last_event_id="AAAAAAAAAAAAAAAA.3")
+    assert status == 204
+
+
+async def test_a_producer_that_stops_renewing_ends_the_remote_reader_with_interrupted(
+    replicas: Any,
+) -> None:
+    a, b = await replicas(2, llm_delay_s=0.5)
+    _, first = await read(a.client, stop_after=3)
+    (run,) = sessions(a)
+    # The producer "dies": its copy to the store stops for good, and its lease runs out.
+    mirror = run._mirror
+    assert mirror is not None
+    mirror._stopping = True
+    mirror.wake()
+    run._mirror = None
+    started = time.monotonic()
+    status, rest = await read(b.client, last_event_id=first[-1].id)
+    assert status == 200
+    assert rest[-1].event == "error" and rest[-1].json()["code"] == "INTERRUPTED"
+    assert rest[-1].id.endswith(".end")
+    assert time.monotonic() - started < 1.0 + 2.0 + 1.0  # lease + grace + a read
+    assert b.harness.telemetry.value("fit_check.streams.interrupted") == 1
+
+
+async def test_the_cap_holds_across_replicas(replicas: Any) -> None:
+    a, b = await replicas(2, llm_delay_s=3.0, global_max_sessions=2)
+    tasks = [asyncio.create_task(read(r.client)) for r in (a, b)]
+    await wait_until(lambda: bool(sessions(a)) and bool(sessions(b)), timeout_s=10)
+    for replica in (a, b):
+        response = await replica.client.post(STREAM, json={"query": "Go, Postgres"})
+        assert response.status_code == 429, response.text
+        error = response.json()
+        assert error["code"] == "RATE_LIMITED"
+        assert "across all instances" in error["message"]
+        assert int(response.headers["Retry-After"]) >= 1
+    for task in tasks:
+        task.cancel()
+
+
+async def test_a_stream_in_flight_completes_while_redis_is_paused_and_health_says_so(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    (a,) = await replicas(1, llm_delay_s=0.2, redis_timeout_ms=100)
+    reading = asyncio.create_task(read(a.client))
+    await wait_until(lambda: bool(sessions(a)), timeout_s=10)
+    redis_server.pause()
+    started = time.monotonic()
+    status, events = await reading
+    assert status == 200 and events[-1].event == "complete"
+    assert seqs(events) == list(range(len(events)))
+
+    async def degraded() -> bool:
+        health = (await a.client.get("/api/fit-check/health")).json()
+        return bool(health["session_store"]["status"] == "unavailable")
+
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 5
+    while not await degraded():
+        assert time.monotonic() < deadline, "health did not say the store is unavailable"
+        await asyncio.sleep(0.1)
+    assert (await a.client.get("/api/fit-check/health")).json()["status"] == "degraded"
+    redis_server.resume()
+    deadline = time.monotonic() + 10
+    while await degraded():
+        assert time.monotonic() < deadline, "health did not recover"
+        await asyncio.sleep(0.2)
+
+
+async def test_redis_down_at_start_up_costs_no_stream(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    (a,) = await replicas(1)
+    status, events = await read(a.client)
+    assert status == 200 and events[-1].event == "complete"
+    health = (await a.client.get("/api/fit-check/health")).json()
+    assert health["session_store"] == {"backend": "redis", "status": "unavailable"}
+    redis_server.start()
+    deadline = time.monotonic() + 10
+    while (await a.client.get("/api/fit-check/health")).json()["session_store"]["status"] != "ok":
+        assert time.monotonic() < deadline, "health did not recover"
+        await asyncio.sleep(0.2)
+
+
+async def test_closed_failure_mode_refuses_new_streams_while_redis_is_down(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    (a,) = await replicas(1, redis_failure_mode="closed")
+    redis_server.stop()
+    deadline = time.monotonic() + 10
+    while (await a.client.get("/ready")).status_code != 503:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    response = await a.client.post(STREAM, json={"query": "Go, Postgres"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "SESSION_STORE_UNAVAILABLE"
+
+
+async def test_an_ended_session_leaves_no_key_behind(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    (a,) = await replicas(1, resume_window_s=1.0, global_max_sessions=5)
+    _, events = await read(a.client)
+    assert events[-1].event == "complete"
+    await wait_until(lambda: not sessions(a), timeout_s=10)
+    deadline = time.monotonic() + 10
+    while redis_server.keys():
+        assert time.monotonic() < deadline, redis_server.keys()
+        await asyncio.sleep(0.2)
