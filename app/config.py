@@ -169,6 +169,15 @@ class Settings(BaseSettings):
     resume_window_s: float = Field(
         default=10.0, ge=0, le=600, validation_alias="FIT_CHECK_RESUME_WINDOW_S"
     )
+    # --- what LLM calls cost -----------------------------------------------------------------
+    # A price table (JSON: {"as_of": ..., "models": {name: {"input", "cached_input",
+    # "output"}}}, US dollars per million tokens) replacing the shipped one.
+    prices_file: Path | None = Field(default=None, validation_alias="FIT_CHECK_PRICES_FILE")
+    # The spend guard: past this many US dollars of LLM calls in the current clock hour, new
+    # streams get 429 BUDGET_EXCEEDED (streams in flight finish). Unset: no guard.
+    budget_usd_per_hour: float | None = Field(
+        default=None, gt=0, validation_alias="FIT_CHECK_BUDGET_USD_PER_HOUR"
+    )
     # --- beyond one instance (a shared session log in Redis) -------------------------------
     # Set: every session's frames also go to a Redis Stream, so a reconnect on any replica
     # reads on; the global cap below becomes possible. Unset: sessions live in this

@@ -20,5 +20,6 @@ RejectionReason = Literal[
     "host_not_allowed",  # 421: a Host outside loopback, HOST and FIT_CHECK_ALLOWED_HOSTS
     "malformed_request",  # 400: not parsable as HTTP/1.1 (a NUL in a header, a bad request line)
     "session_store_unavailable",  # 503: Redis down and FIT_CHECK_REDIS_FAILURE_MODE=closed
+    "budget_exceeded",  # 429: this hour's LLM spend reached FIT_CHECK_BUDGET_USD_PER_HOUR
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)

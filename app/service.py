@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from app.config import Settings
 from app.models import FitCheckRequest
 from app.pipeline.analysis import load_profile
+from app.pipeline.budget import SpendBudget
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
 from app.pipeline.gateway import ProviderGateway
@@ -22,6 +23,7 @@ from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.session import SessionRun
 from app.providers.factory import Providers
+from app.providers.prices import PriceTable
 from app.rejections import REJECTION_REASONS
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.stream_timeouts import StreamLimits
@@ -85,6 +87,7 @@ class FitCheckService:
     sessions: LiveSessions[SessionRun]
     pipeline: FitCheckPipeline
     store: SessionStore | None = None
+    budget: SpendBudget = field(default_factory=lambda: SpendBudget(None))
     draining: bool = field(default=False)
 
     @classmethod
@@ -99,6 +102,19 @@ class FitCheckService:
             )
             for name in ("search", "llm")
         }
+        store = (
+            None
+            if settings.redis_url is None
+            else SessionStore(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                timeout_ms=settings.redis_timeout_ms,
+                lease_s=settings.producer_lease_s,
+                resume_window_s=settings.resume_window_s,
+                telemetry=telemetry,
+            )
+        )
+        budget = SpendBudget(settings.budget_usd_per_hour, store)
         gateway = ProviderGateway(
             search=providers.search,
             llm=providers.llm,
@@ -111,6 +127,8 @@ class FitCheckService:
                 overall_s=settings.llm_timeout_s,
             ),
             max_answer_chars=settings.llm_max_answer_chars,
+            prices=PriceTable.load(settings.prices_file),
+            on_spend=budget.spent,
         )
         pipeline = FitCheckPipeline(
             gateway=gateway,
@@ -129,16 +147,8 @@ class FitCheckService:
                 per_client=settings.max_sessions_per_client,
             ),
             pipeline=pipeline,
-            store=None
-            if settings.redis_url is None
-            else SessionStore(
-                settings.redis_url,
-                prefix=settings.redis_prefix,
-                timeout_ms=settings.redis_timeout_ms,
-                lease_s=settings.producer_lease_s,
-                resume_window_s=settings.resume_window_s,
-                telemetry=telemetry,
-            ),
+            store=store,
+            budget=budget,
         )
         telemetry.prepare(
             phases=PHASES,
@@ -152,12 +162,14 @@ class FitCheckService:
 
     # --- sessions -----------------------------------------------------------------------
     async def open_session(self, request: FitCheckRequest, client: str = "") -> SessionRun:
-        """Admit a session and prepare its run. Raises SessionLimitReached past a limit
-        (this instance's, a client's, or the one across replicas) and
-        SessionStoreUnavailable when the store is down and the failure mode is closed."""
+        """Admit a session and prepare its run. Raises BudgetExceeded past this hour's LLM
+        budget, SessionLimitReached past a limit (this instance's, a client's, or the one
+        across replicas) and SessionStoreUnavailable when the store is down and the
+        failure mode is closed."""
         settings = self.settings
         store = self.store
         global_limit = settings.global_max_sessions
+        await self.budget.check()
         run = SessionRun(
             key=new_stream_key(),
             session_id=request.session_id or str(uuid.uuid4()),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.pipeline.analysis import load_profile
+from app.providers.prices import PriceTable
 
 log = logging.getLogger("fit_check.startup")
 
@@ -71,9 +72,24 @@ def log_file_problem(path: Path | None) -> str | None:
     return None
 
 
+def prices_problem(path: Path | None) -> str | None:
+    """Why the price table at ``FIT_CHECK_PRICES_FILE`` cannot be used, in one line."""
+    if path is None:
+        return None
+    try:
+        PriceTable.load(path)
+    except ValueError as exc:
+        return f"FIT_CHECK_PRICES_FILE: {exc}"
+    return None
+
+
 def file_problem(settings: Settings) -> str | None:
     """The first file named in the settings that the service could not use, in one line."""
-    return profile_problem(settings.profile_path) or log_file_problem(settings.log_file)
+    return (
+        profile_problem(settings.profile_path)
+        or prices_problem(settings.prices_file)
+        or log_file_problem(settings.log_file)
+    )
 
 
 def metrics_served(settings: Settings) -> str:

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -31,6 +32,7 @@ from opentelemetry import context, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import Meter
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_CONVERSATION_ID,
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OPERATION_NAME,
     GEN_AI_OUTPUT_MESSAGES,
@@ -38,6 +40,7 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_FINISH_REASONS,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
     GEN_AI_TOKEN_TYPE,
     GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     GEN_AI_USAGE_INPUT_TOKENS,
@@ -47,7 +50,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from otel.context import SESSION_ID_ATTRIBUTE, bind_session
+from otel.context import SESSION_ID_ATTRIBUTE, bind_session, current_session_id
 from otel.metrics import CallStatus, Instruments, RequestStatus
 
 log = logging.getLogger("fit_check.telemetry")
@@ -58,6 +61,12 @@ RESUMED_AFTER_ATTRIBUTE = "fit_check.resumed_after"
 PHASE_ATTRIBUTE = "fit_check.phase"
 #: False on an LLM span whose provider reported no token usage (absent when it did).
 USAGE_REPORTED_ATTRIBUTE = "fit_check.llm.usage_reported"
+#: US dollars: an LLM call's cost from the price table, and the sum over a phase's or a
+#: request's priced calls. (The GenAI conventions have no cost attribute yet.)
+COST_ATTRIBUTE = "fit_check.cost_usd"
+#: An LLM call whose model is not in the price table (its cost is unknown, not zero); on a
+#: phase or request span, how many of its calls were unpriced.
+UNPRICED_ATTRIBUTE = "fit_check.llm.unpriced_calls"
 CANCELLED: Final = "cancelled"
 
 #: Why a request was cancelled: its client went away, the instance shut down, or its
@@ -77,6 +86,46 @@ class TraceRef:
 
 
 @dataclass(slots=True)
+class CostSum:
+    """What the LLM calls inside a request or a phase cost so far."""
+
+    cost_usd: float = 0.0
+    #: Calls whose model has no price: the sum above leaves them out.
+    unpriced_calls: int = 0
+
+    def add(self, cost_usd: float | None) -> None:
+        if cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += cost_usd
+
+    def annotate(self, span: Span) -> None:
+        if self.cost_usd or self.unpriced_calls:
+            span.set_attribute(COST_ATTRIBUTE, round(self.cost_usd, 9))
+        if self.unpriced_calls:
+            span.set_attribute(UNPRICED_ATTRIBUTE, self.unpriced_calls)
+
+
+#: The cost sums an LLM call adds to: its request's and its phase's.
+_COST_SUMS: ContextVar[tuple[CostSum, ...]] = ContextVar("fit_check_cost_sums", default=())
+
+
+@contextmanager
+def _summing(total: CostSum) -> Iterator[None]:
+    token = _COST_SUMS.set((*_COST_SUMS.get(), total))
+    try:
+        yield
+    finally:
+        _COST_SUMS.reset(token)
+
+
+class Pricing(Protocol):
+    """A model's price (``app.providers.prices.Price``)."""
+
+    def cost(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> float: ...
+
+
+@dataclass(slots=True)
 class RequestScope:
     """What the facade needs to know about one request while it runs."""
 
@@ -87,6 +136,8 @@ class RequestScope:
     #: When the last reader's stream ended, if nobody is reading: a cancelled request's
     #: duration ends there, not when its resume window ran out.
     stream_ended: float | None = None
+    #: The request's LLM calls so far (the ``complete`` event says it).
+    cost: CostSum = field(default_factory=CostSum)
 
 
 @dataclass(slots=True)
@@ -117,6 +168,20 @@ class LLMCallScope:
     cached_input_tokens: int | None = None
     finish_reason: str | None = None
     output_parts: list[str] = field(default_factory=list)
+    #: Set by the facade when the call ends: None when the model has no price.
+    cost_usd: float | None = None
+    #: ``time.perf_counter()`` at the first and the latest chunk, and how many came.
+    first_chunk_at: float | None = None
+    last_chunk_at: float | None = None
+    chunks: int = 0
+
+    def chunk(self) -> None:
+        """A chunk of the answer arrived (the caller says so, once per chunk)."""
+        now = time.perf_counter()
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+        self.last_chunk_at = now
+        self.chunks += 1
 
 
 @dataclass(slots=True)
@@ -251,7 +316,8 @@ class Telemetry:
         span.set_attribute(SESSION_ID_ATTRIBUTE, session_id)
         log.info("Request started", extra={"query_length": query_length})
         try:
-            yield scope
+            with _summing(scope.cost):
+                yield scope
         except asyncio.CancelledError:
             scope.outcome = CANCELLED
             scope.cancel_reason = scope.cancel_reason or "client_gone"
@@ -271,6 +337,7 @@ class Telemetry:
             ended = scope.stream_ended
         duration = ended - scope.started
         span.set_attribute(OUTCOME_ATTRIBUTE, scope.outcome)
+        scope.cost.annotate(span)
         extra: dict[str, object] = {"status": scope.outcome, "duration_ms": int(duration * 1000)}
         if scope.outcome != "success":
             span.set_status(Status(StatusCode.ERROR, scope.outcome))
@@ -373,8 +440,10 @@ class Telemetry:
     def phase(self, name: str) -> Iterator[PhaseScope]:
         """A child span, a completion count, a duration and two log lines for one phase."""
         attributes = {"phase": name}
+        cost = CostSum()
 
         def ended(run: _SpanRun) -> None:
+            cost.annotate(run.span)
             duration = run.elapsed_s()
             if run.counted is not None:
                 self._instruments.phase_completions.add(1, {**attributes, "status": run.counted})
@@ -384,7 +453,10 @@ class Telemetry:
                 extra={"phase": name, "status": run.outcome, "duration_ms": int(duration * 1000)},
             )
 
-        with self._traced(f"fit_check.phase {name}", {PHASE_ATTRIBUTE: name}, ended) as run:
+        with (
+            self._traced(f"fit_check.phase {name}", {PHASE_ATTRIBUTE: name}, ended) as run,
+            _summing(cost),
+        ):
             log.info("Phase started", extra={"phase": name})
             yield PhaseScope(started=run.started)
 
@@ -397,19 +469,29 @@ class Telemetry:
         model: str,
         input_messages: Sequence[ChatMessage] = (),
         operation: str = "chat",
+        price: Pricing | None = None,
     ) -> Iterator[LLMCallScope]:
         """A GenAI client span plus the spec's LLM metrics; prompt and completion text only
-        with content capture on (FIT_CHECK_CAPTURE_CONTENT)."""
+        with content capture on (FIT_CHECK_CAPTURE_CONTENT). With the model's ``price``, the
+        call's cost (from the tokens the provider reported) goes on the span, into the
+        phase's and request's sums and the spend counter; without, it is counted unpriced."""
         scope = LLMCallScope()
         attributes: dict[str, AttributeValue] = {
             GEN_AI_OPERATION_NAME: operation,
             GEN_AI_PROVIDER_NAME: provider,
             GEN_AI_REQUEST_MODEL: model,
         }
+        span_attributes = dict(attributes)
+        session_id = current_session_id()
+        if session_id is not None:
+            span_attributes[GEN_AI_CONVERSATION_ID] = session_id
+        sums = _COST_SUMS.get()
 
         def ended(run: _SpanRun) -> None:
             span = run.span
             metric_attributes = dict(attributes)
+            self._record_cost(span, scope, price, model, sums)
+            self._record_chunks(span, scope, run.started, metric_attributes)
             if scope.response_model:
                 span.set_attribute(GEN_AI_RESPONSE_MODEL, scope.response_model)
                 metric_attributes[GEN_AI_RESPONSE_MODEL] = scope.response_model
@@ -444,8 +526,51 @@ class Telemetry:
                         count, {**metric_attributes, GEN_AI_TOKEN_TYPE: token_type}
                     )
 
-        with self._traced(f"{operation} {model}", attributes, ended, SpanKind.CLIENT):
+        with self._traced(f"{operation} {model}", span_attributes, ended, SpanKind.CLIENT):
             yield scope
+
+    def _record_cost(
+        self,
+        span: Span,
+        scope: LLMCallScope,
+        price: Pricing | None,
+        model: str,
+        sums: tuple[CostSum, ...],
+    ) -> None:
+        """The cost of the tokens reported so far (a call cut short by its client still
+        costs what the provider reported); no tokens reported: nothing to price."""
+        if scope.input_tokens is None and scope.output_tokens is None:
+            return
+        if price is None:
+            span.set_attribute(UNPRICED_ATTRIBUTE, 1)
+            self._instruments.llm_unpriced.add(1, {"model": model})
+        else:
+            scope.cost_usd = price.cost(
+                scope.input_tokens or 0, scope.cached_input_tokens or 0, scope.output_tokens or 0
+            )
+            span.set_attribute(COST_ATTRIBUTE, round(scope.cost_usd, 9))
+            self._instruments.llm_cost.add(scope.cost_usd, {"model": model})
+        for total in sums:
+            total.add(scope.cost_usd)
+
+    def _record_chunks(
+        self,
+        span: Span,
+        scope: LLMCallScope,
+        started: float,
+        attributes: Mapping[str, AttributeValue],
+    ) -> None:
+        """Time to the first chunk (on the span and a histogram) and the mean time per
+        chunk after it, recorded once per call: a record per chunk would put the metric
+        SDK's cost on every chunk the service relays (docs/performance.md)."""
+        first, last = scope.first_chunk_at, scope.last_chunk_at
+        if first is None or last is None:
+            return
+        span.set_attribute(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, round(first - started, 6))
+        self._instruments.genai_first_chunk.record(first - started, attributes)
+        if scope.chunks > 1:
+            mean_gap = (last - first) / (scope.chunks - 1)
+            self._instruments.genai_chunk_gap.record(mean_gap, attributes)
 
     @contextmanager
     def search_call(self, *, provider: str, query_count: int) -> Iterator[SearchCallScope]:

@@ -45,6 +45,22 @@ GENAI_DURATION_BUCKETS = (
     40.96,
     81.92,
 )
+# From the GenAI conventions' advice for time per output chunk.
+GENAI_CHUNK_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+)
 GENAI_TOKEN_BUCKETS = (
     1,
     4,
@@ -76,11 +92,11 @@ class Totals:
     """
 
     def __init__(self, meter: Meter, name: str, *, description: str) -> None:
-        self._totals: dict[frozenset[tuple[str, str]], int] = {}
+        self._totals: dict[frozenset[tuple[str, str]], float] = {}
         self._lock = threading.Lock()
         meter.create_observable_counter(name, callbacks=[self._observe], description=description)
 
-    def add(self, amount: int, attributes: Mapping[str, str]) -> None:
+    def add(self, amount: float, attributes: Mapping[str, str]) -> None:
         """Count ``amount`` (never negative) at exactly these attributes."""
         key = frozenset(attributes.items())
         with self._lock:
@@ -133,6 +149,16 @@ class Instruments:
             "fit_check.llm.usage_missing",
             description="LLM calls that succeeded without the provider reporting token usage",
         )
+        self.llm_cost = Totals(
+            meter,
+            "fit_check.llm.cost_usd",
+            description="US dollars spent on LLM calls by model, from the price table",
+        )
+        self.llm_unpriced = Totals(
+            meter,
+            "fit_check.llm.unpriced_calls",
+            description="LLM calls whose model has no price (their cost is unknown, not 0)",
+        )
         self.llm_latency = meter.create_histogram(
             "fit_check.llm.latency",
             unit="s",
@@ -155,6 +181,18 @@ class Instruments:
             unit="s",
             description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+        )
+        self.genai_first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time from the request to the first chunk of a streamed answer",
+            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+        )
+        self.genai_chunk_gap = meter.create_histogram(
+            "gen_ai.client.operation.time_per_output_chunk",
+            unit="s",
+            description="Mean time between the chunks of a streamed answer, once per call",
+            explicit_bucket_boundaries_advisory=GENAI_CHUNK_BUCKETS,
         )
         self.genai_tokens = meter.create_histogram(
             "gen_ai.client.token.usage",
@@ -209,6 +247,8 @@ class Instruments:
                 self.search_calls.add(0, {"provider": provider, "status": status})
         for model in llm_models:
             self.llm_usage_missing.add(0, {"model": model})
+            self.llm_cost.add(0, {"model": model})
+            self.llm_unpriced.add(0, {"model": model})
 
     def observe_state(
         self, *, active_sessions: Callable[[], int], breaker_states: Callable[[], Mapping[str, int]]

@@ -20,6 +20,7 @@ from app.api.schemas import (
     sse_event_schema,
 )
 from app.models import FitCheckRequest
+from app.pipeline.budget import BudgetExceeded
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.remote_stream import remote_frames
@@ -150,7 +151,8 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {
         "model": ErrorBody,
         "description": "FIT_CHECK_MAX_CONCURRENT_SESSIONS or FIT_CHECK_MAX_SESSIONS_PER_CLIENT "
-        "reached (RATE_LIMITED), or this session's reconnects are used up (RECONNECT_LIMIT)",
+        "reached (RATE_LIMITED), or this session's reconnects are used up (RECONNECT_LIMIT), "
+        "or this hour's LLM spend reached FIT_CHECK_BUDGET_USD_PER_HOUR (BUDGET_EXCEEDED)",
     },
     503: {
         "model": ErrorBody,
@@ -206,6 +208,11 @@ async def _open_stream(
         telemetry.rejected("rate_limited")
         return error_response(
             429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        )
+    except BudgetExceeded as exc:
+        telemetry.rejected("budget_exceeded")
+        return error_response(
+            429, "BUDGET_EXCEEDED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         )
     except SessionStoreUnavailable:
         return _store_unavailable(

@@ -88,6 +88,16 @@ class CompleteEvent(TypedDict):
     duration_ms: int
     session_id: str
     trace_id: str | None
+    cost_usd: Annotated[
+        float,
+        Field(
+            description="US dollars the session's LLM calls cost, from the price table "
+            "(0 offline); the calls counted in unpriced_calls are not in it."
+        ),
+    ]
+    unpriced_calls: Annotated[
+        int, Field(description="LLM calls whose model has no price: their cost is unknown.")
+    ]
 
 
 @with_config(_CLOSED)

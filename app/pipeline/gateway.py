@@ -15,9 +15,10 @@ from app.providers.base import (
     SearchProvider,
     SearchResult,
 )
+from app.providers.prices import PriceTable
 from app.resilience.breaker import CircuitBreaker, CircuitOpenError
 from app.resilience.stream_timeouts import StreamLimits, StreamTimeout, stream_timeouts
-from otel.facade import Telemetry
+from otel.facade import LLMCallScope, Telemetry
 
 T = TypeVar("T")
 
@@ -64,7 +65,11 @@ class ProviderGateway:
         timeout_s: float,
         llm_limits: StreamLimits | None = None,
         max_answer_chars: int = 32_768,
+        prices: PriceTable | None = None,
+        on_spend: Callable[[float], None] | None = None,
     ) -> None:
+        self._price = (prices or PriceTable.load()).price(llm.model)
+        self._on_spend = on_spend
         self._max_answer_chars = max_answer_chars
         #: A streamed answer's limits (first chunk, gap, overall); by default the one
         #: provider timeout for each.
@@ -102,40 +107,60 @@ class ProviderGateway:
         closed (a closed connection stops the generation, so nothing more is paid for) and
         the answer is marked truncated. While ``flow`` is congested, no more is read.
         """
-        budget = self._max_answer_chars
 
         async def call() -> Answer:
-            with self._telemetry.llm_call(
-                provider=self._llm.name, model=self._llm.model, input_messages=request.messages
-            ) as usage:
-                parts = usage.output_parts
-                left = budget
-                truncated = False
-                async with (
-                    stream_timeouts(self._llm_limits) as watch,
-                    aclosing(self._llm.stream(request, usage)) as chunks,
-                ):
-                    async for chunk in chunks:
-                        watch.chunk()
-                        if len(chunk) > left:
-                            chunk, truncated = chunk[:left], True
-                        left -= len(chunk)
-                        parts.append(chunk)
-                        if on_chunk is not None and chunk:
-                            on_chunk(chunk)
-                        if truncated:
-                            usage.finish_reason = TRUNCATED
-                            break
-                        if flow is not None and flow.congested:
-                            async with watch.paused():
-                                await flow.wait_for_room()
-                text = "".join(parts)
-                if not text.strip():
-                    # Never an empty success: a report with nothing in it is a failed call.
-                    raise ProviderError("the LLM answered no text")
-                return Answer(text, truncated)
+            scope: LLMCallScope | None = None
+            try:
+                with self._telemetry.llm_call(
+                    provider=self._llm.name,
+                    model=self._llm.model,
+                    input_messages=request.messages,
+                    price=self._price,
+                ) as usage:
+                    scope = usage
+                    answer = await self._stream(request, usage, on_chunk, flow)
+                return answer
+            finally:
+                # Paid for whatever the outcome (the facade priced what was reported).
+                if scope is not None and scope.cost_usd and self._on_spend is not None:
+                    self._on_spend(scope.cost_usd)
 
         return await self._guarded("llm", "LLM_ERROR", call)
+
+    async def _stream(
+        self,
+        request: LLMRequest,
+        usage: LLMCallScope,
+        on_chunk: Callable[[str], None] | None,
+        flow: FlowControl | None,
+    ) -> Answer:
+        parts = usage.output_parts
+        left = self._max_answer_chars
+        truncated = False
+        async with (
+            stream_timeouts(self._llm_limits) as watch,
+            aclosing(self._llm.stream(request, usage)) as chunks,
+        ):
+            async for chunk in chunks:
+                watch.chunk()
+                usage.chunk()
+                if len(chunk) > left:
+                    chunk, truncated = chunk[:left], True
+                left -= len(chunk)
+                parts.append(chunk)
+                if on_chunk is not None and chunk:
+                    on_chunk(chunk)
+                if truncated:
+                    usage.finish_reason = TRUNCATED
+                    break
+                if flow is not None and flow.congested:
+                    async with watch.paused():
+                        await flow.wait_for_room()
+        text = "".join(parts)
+        if not text.strip():
+            # Never an empty success: a report with nothing in it is a failed call.
+            raise ProviderError("the LLM answered no text")
+        return Answer(text, truncated)
 
     async def _guarded(
         self, dependency: str, code: StreamErrorCode, call: Callable[[], Coroutine[Any, Any, T]]

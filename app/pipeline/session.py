@@ -450,6 +450,8 @@ class SessionRun:
                         duration_ms=int((time.perf_counter() - started) * 1000),
                         session_id=self.session_id,
                         trace_id=self._trace_id(),
+                        cost_usd=round(scope.cost.cost_usd, 6),
+                        unpriced_calls=scope.cost.unpriced_calls,
                     ),
                 )
             self(terminal)

@@ -289,6 +289,24 @@ class SessionStore:
     async def release(self, stream_key: str) -> None:
         await self._call("release", lambda: self.client.zrem(self.key("cap"), stream_key))
 
+    # --- the spend guard's hourly total ----------------------------------------------------
+    async def add_spend(self, hour: int, cost_usd: float) -> None:
+        key = self.key("spend:", str(hour))
+
+        async def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incrbyfloat(key, cost_usd)
+            pipe.expire(key, 2 * 3600)
+            await pipe.execute()
+
+        await self._call("add_spend", run)
+
+    async def spend(self, hour: int) -> float:
+        value: bytes | None = await self._call(
+            "spend", lambda: self.client.get(self.key("spend:", str(hour)))
+        )
+        return 0.0 if value is None else float(value)
+
     # --- a reader on another replica -----------------------------------------------------
     async def describe(self, stream_key: str, *, reconnect: bool = False) -> StoredSession | None:
         """The session, if this store holds it; ``reconnect`` counts one more reconnect

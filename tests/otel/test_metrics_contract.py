@@ -291,6 +291,8 @@ async def test_exemplars_only_on_the_duration_histograms(
         "fit_check.llm.latency",
         "fit_check.search.latency",
         "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
     }
 
 
@@ -328,7 +330,11 @@ async def test_every_instrument_has_its_unit(harness: Harness, client: httpx.Asy
     await client.post(STREAM, json=QUERY)
     units = {metric.name: metric.unit for metric, _ in harness.telemetry.metric_points()}
     durations = {name for name in units if "duration" in name or "latency" in name}
-    durations.add("fit_check.time_to_first_event")
+    durations |= {
+        "fit_check.time_to_first_event",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
+    }
     assert {units[name] for name in durations} == {"s"}
     assert units["gen_ai.client.token.usage"] == "{token}"
     assert {units[name] for name in units.keys() - durations - {"gen_ai.client.token.usage"}} == {

@@ -7,6 +7,13 @@
 const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
 
+// The session's LLM cost as the complete event reports it (calls of an unpriced model are
+// unknown, not free).
+function costText(costUsd, unpricedCalls) {
+  const known = `LLM cost $${Number(costUsd || 0).toFixed(4)}`;
+  return unpricedCalls ? `${known} + ${unpricedCalls} unpriced call(s).` : `${known}.`;
+}
+
 function el(tag, text) {
   const node = document.createElement(tag);
   if (text !== undefined) node.textContent = text;
@@ -254,9 +261,9 @@ function start(query, includeThoughts) {
     $("thought-list").append(el("li", `${type}: ${content}`));
   });
   on("response", ({ chunk }) => report.add(chunk));
-  on("complete", ({ duration_ms }) => {
+  on("complete", ({ duration_ms, cost_usd, unpriced_calls }) => {
     run.stop();
-    say(`Done in ${duration_ms} ms.`);
+    say(`Done in ${duration_ms} ms. ${costText(cost_usd, unpriced_calls)}`);
   });
   on("error", ({ code, message }) => {
     run.stop();
