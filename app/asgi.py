@@ -55,6 +55,8 @@ def telemetry_config(settings: Settings) -> TelemetryConfig:
         traces_exporters=settings.traces_exporters,
         metrics_exporters=settings.metrics_exporters,
         capture_content=settings.capture_content,
+        content_capture=settings.content_capture,
+        content_redact_pattern=settings.content_redact_pattern,
         span_batch_size=settings.span_batch_size,
         span_queue_size=settings.span_queue_size,
         span_processor=settings.span_processor,

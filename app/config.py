@@ -8,11 +8,14 @@ the telemetry layer plain values; the exporters still read their own fine-graine
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from otel.content import ContentCapture
 
 
 class Settings(BaseSettings):
@@ -178,6 +181,15 @@ class Settings(BaseSettings):
     budget_usd_per_hour: float | None = Field(
         default=None, gt=0, validation_alias="FIT_CHECK_BUDGET_USD_PER_HOUR"
     )
+    # --- users' verdicts (POST /api/fit-check/feedback) ------------------------------------
+    # How long after its session a verdict is accepted, and how many verdicts one client
+    # address may post a minute.
+    feedback_window_s: int = Field(
+        default=3600, ge=60, le=7 * 86400, validation_alias="FIT_CHECK_FEEDBACK_WINDOW_S"
+    )
+    feedback_per_client_per_minute: int = Field(
+        default=20, ge=1, validation_alias="FIT_CHECK_FEEDBACK_PER_CLIENT_PER_MINUTE"
+    )
     # --- beyond one instance (a shared session log in Redis) -------------------------------
     # Set: every session's frames also go to a Redis Stream, so a reconnect on any replica
     # reads on; the global cap below becomes possible. Unset: sessions live in this
@@ -300,7 +312,42 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, validation_alias="FIT_CHECK_METRICS_PORT"
     )
     metrics_host: str = Field(default="127.0.0.1", validation_alias="FIT_CHECK_METRICS_HOST")
+    # The older switch: true is SPAN_ONLY (below wins when both are set).
     capture_content: bool = Field(default=False, validation_alias="FIT_CHECK_CAPTURE_CONTENT")
+    # The GenAI conventions' variable: NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT
+    # (and true/false, as older instrumentations read it). Unset: NO_CONTENT.
+    capture_message_content: ContentCapture | None = Field(
+        default=None, validation_alias="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    )
+    # A regular expression masked ("[redacted]") in captured content, besides e-mail
+    # addresses and phone numbers, which always are.
+    content_redact_pattern: str | None = Field(
+        default=None, validation_alias="FIT_CHECK_CONTENT_REDACT_PATTERN"
+    )
+
+    @field_validator("capture_message_content", mode="before")
+    @classmethod
+    def _content_mode(cls, value: object) -> object:
+        if isinstance(value, str):
+            upper = value.strip().upper()
+            return {"TRUE": "SPAN_ONLY", "FALSE": "NO_CONTENT", "": None}.get(upper, upper)
+        return value
+
+    @field_validator("content_redact_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @property
+    def content_capture(self) -> ContentCapture:
+        if self.capture_message_content is not None:
+            return self.capture_message_content
+        return "SPAN_ONLY" if self.capture_content else "NO_CONTENT"
 
     @field_validator("allowed_origins", "forwarded_allow_ips", "allowed_hosts", mode="before")
     @classmethod

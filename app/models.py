@@ -7,7 +7,7 @@ also the OpenAPI documentation of the request (the POST body and the GET query a
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
@@ -70,5 +70,37 @@ class FitCheckRequest(BaseModel):
                 "string_too_short",
                 "String should have at least 1 visible character",
                 {"min_length": 1},
+            )
+        return value
+
+
+STREAM_KEY_PATTERN = r"^[A-Za-z0-9_-]{16}$"
+
+
+class FeedbackRequest(BaseModel):
+    """A user's verdict on one analysis, sent by whoever read its stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stream_key: Annotated[str, Field(pattern=STREAM_KEY_PATTERN)] = Field(
+        description="The part of the stream's event ids before the first dot: only a reader "
+        "of the stream knows it, so only a reader can rate it.",
+        examples=["q3J9c1x0bW8tZ2Vu"],
+    )
+    rating: Literal["up", "down"] = Field(description="Was the analysis right?")
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = (
+        Field(
+            None,
+            description="Optional, at most 1,000 characters. Never on a metric; on the trace "
+            "only when content capture is on (it may hold personal data).",
+        )
+    )
+
+    @field_validator("comment")
+    @classmethod
+    def _printable_comment(cls, value: str | None) -> str | None:
+        if value is not None and _BANNED_CHARACTER.search(value) is not None:
+            raise ValueError(
+                "comment must not contain control characters, bidi overrides or lone surrogates"
             )
         return value

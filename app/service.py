@@ -13,11 +13,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.config import Settings
-from app.models import FitCheckRequest
+from app.models import FeedbackRequest, FitCheckRequest
 from app.pipeline.analysis import load_profile
 from app.pipeline.budget import SpendBudget
 from app.pipeline.event_ids import LastEventId, new_stream_key, parse_last_event_id
 from app.pipeline.events import PHASES
+from app.pipeline.feedback import FeedbackLedger, RatedSession, Verdict
 from app.pipeline.gateway import ProviderGateway
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import FitCheckPipeline
@@ -88,6 +89,9 @@ class FitCheckService:
     pipeline: FitCheckPipeline
     store: SessionStore | None = None
     budget: SpendBudget = field(default_factory=lambda: SpendBudget(None))
+    feedback: FeedbackLedger = field(
+        default_factory=lambda: FeedbackLedger(window_s=3600, per_client_per_minute=20)
+    )
     draining: bool = field(default=False)
 
     @classmethod
@@ -112,6 +116,7 @@ class FitCheckService:
                 lease_s=settings.producer_lease_s,
                 resume_window_s=settings.resume_window_s,
                 telemetry=telemetry,
+                feedback_window_s=settings.feedback_window_s,
             )
         )
         budget = SpendBudget(settings.budget_usd_per_hour, store)
@@ -149,6 +154,11 @@ class FitCheckService:
             pipeline=pipeline,
             store=store,
             budget=budget,
+            feedback=FeedbackLedger(
+                window_s=settings.feedback_window_s,
+                per_client_per_minute=settings.feedback_per_client_per_minute,
+                store=store,
+            ),
         )
         telemetry.prepare(
             phases=PHASES,
@@ -181,7 +191,7 @@ class FitCheckService:
             resume_window_s=settings.resume_window_s,
             replay_bytes=settings.replay_buffer_bytes,
             retry_ms=settings.sse_retry_ms,
-            on_closed=self.sessions.discard,
+            on_closed=self._closed,
             send_buffer_bytes=settings.send_buffer_bytes,
             slow_reader_s=settings.slow_reader_s,
             client=client,
@@ -213,6 +223,29 @@ class FitCheckService:
                 self.sessions.retry_after(),
             )
         return run
+
+    def _closed(self, run: SessionRun) -> None:
+        self.sessions.discard(run)
+        self.feedback.remember(run.key, run.session_id, run.traceparent)
+
+    async def record_feedback(self, request: FeedbackRequest, client: str) -> Verdict:
+        """A user's verdict on the session ``request.stream_key`` names, into its trace."""
+        run = self.sessions.get(request.stream_key)
+        live = (
+            None
+            if run is None
+            else RatedSession(run.session_id, run.traceparent, expires_at=float("inf"))
+        )
+        verdict, session = await self.feedback.claim(request.stream_key, client, live)
+        if session is not None:
+            self.telemetry.feedback(
+                session_id=session.session_id,
+                traceparent=session.traceparent,
+                model=self.providers.llm.model,
+                rating=request.rating,
+                comment=request.comment,
+            )
+        return verdict
 
     async def resumable(self, last: LastEventId) -> SessionRun | RemoteSession | Resume:
         """The live session a client can read on from (here, or from the shared store), or

@@ -137,10 +137,11 @@ def warnings_for(settings: Settings) -> list[str]:
             "FIT_CHECK_LLM_PROVIDER=openai without OPENAI_API_KEY: fine for a local "
             f"OpenAI-compatible server, but {settings.openai_base_url} may answer 401"
         )
-    if settings.capture_content:
+    if settings.content_capture != "NO_CONTENT":
         found.append(
-            "FIT_CHECK_CAPTURE_CONTENT=true: prompts and completions, which hold the users' "
-            "text, are recorded on spans"
+            f"content capture {settings.content_capture}: prompts and completions, which "
+            "hold the users' text, are recorded on spans (e-mail addresses and phone numbers "
+            "masked)"
         )
     return found
 

@@ -33,6 +33,10 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import Meter
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_CONVERSATION_ID,
+    GEN_AI_EVALUATION_EXPLANATION,
+    GEN_AI_EVALUATION_NAME,
+    GEN_AI_EVALUATION_SCORE_LABEL,
+    GEN_AI_EVALUATION_SCORE_VALUE,
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OPERATION_NAME,
     GEN_AI_OUTPUT_MESSAGES,
@@ -48,8 +52,10 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
 )
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from otel.content import ContentCapture, ContentRedactor, on_events, on_spans
 from otel.context import SESSION_ID_ATTRIBUTE, bind_session, current_session_id
 from otel.metrics import CallStatus, Instruments, RequestStatus
 
@@ -105,6 +111,8 @@ class CostSum:
         if self.unpriced_calls:
             span.set_attribute(UNPRICED_ATTRIBUTE, self.unpriced_calls)
 
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 #: The cost sums an LLM call adds to: its request's and its phase's.
 _COST_SUMS: ContextVar[tuple[CostSum, ...]] = ContextVar("fit_check_cost_sums", default=())
@@ -256,9 +264,16 @@ class Telemetry:
         service_version: str,
         render_metrics: Callable[[str | None], tuple[bytes, str]] | None = None,
         capture_content: bool = False,
+        content_capture: ContentCapture = "NO_CONTENT",
+        redactor: ContentRedactor | None = None,
         recent_traces: RecentTraces | None = None,
     ) -> None:
-        self._capture_content = capture_content
+        #: FIT_CHECK_CAPTURE_CONTENT=true, the older switch, means SPAN_ONLY.
+        if capture_content and content_capture == "NO_CONTENT":
+            content_capture = "SPAN_ONLY"
+        self._content_capture: ContentCapture = content_capture
+        self._capture_content = content_capture != "NO_CONTENT"
+        self._redact = redactor or ContentRedactor()
         self._tracer = tracer
         self._instruments = Instruments(meter, service_version=service_version)
         self._render_metrics = render_metrics
@@ -498,7 +513,7 @@ class Telemetry:
             if scope.finish_reason:
                 span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, (scope.finish_reason,))
             if self._capture_content:
-                _record_content(span, input_messages, scope.output_parts)
+                self._record_content(span, input_messages, scope.output_parts)
             tokens = (
                 ("input", GEN_AI_USAGE_INPUT_TOKENS, scope.input_tokens),
                 ("output", GEN_AI_USAGE_OUTPUT_TOKENS, scope.output_tokens),
@@ -590,6 +605,52 @@ class Telemetry:
         with self._traced(f"search {provider}", attributes, ended, SpanKind.CLIENT):
             yield scope
 
+    # --- users' verdicts -----------------------------------------------------------------
+    def feedback(
+        self,
+        *,
+        session_id: str,
+        traceparent: str | None,
+        model: str,
+        rating: str,
+        comment: str | None,
+    ) -> None:
+        """A user's verdict on a session, recorded in that session's trace: a span under
+        its first span with a ``gen_ai.evaluation.result`` event (the GenAI conventions'
+        shape), a count by rating and model, and a log line with the session's trace id.
+        The comment goes on the span only with content capture on."""
+        parent = None
+        if traceparent:
+            parent = _PROPAGATOR.extract({"traceparent": traceparent})
+        score = 1.0 if rating == "up" else 0.0
+        evaluation: dict[str, AttributeValue] = {
+            GEN_AI_EVALUATION_NAME: "user_feedback",
+            GEN_AI_EVALUATION_SCORE_LABEL: rating,
+            GEN_AI_EVALUATION_SCORE_VALUE: score,
+        }
+        if comment and self._capture_content:
+            evaluation[GEN_AI_EVALUATION_EXPLANATION] = self._redact(comment)
+        token = bind_session(session_id)
+        try:
+            with self._tracer.start_as_current_span(
+                "fit_check.feedback",
+                context=parent,
+                attributes={
+                    SESSION_ID_ATTRIBUTE: session_id,
+                    GEN_AI_CONVERSATION_ID: session_id,
+                    GEN_AI_REQUEST_MODEL: model,
+                    **evaluation,
+                },
+            ) as span:
+                span.add_event("gen_ai.evaluation.result", evaluation)
+                self._instruments.feedback.add(1, {"rating": rating, "model": model})
+                log.info(
+                    "Feedback received",
+                    extra={"rating": rating, "has_comment": comment is not None},
+                )
+        finally:
+            context.detach(token)
+
     # --- circuit breakers ---------------------------------------------------------------
     @staticmethod
     def breaker_rejected(dependency: str, retry_after_s: float) -> None:
@@ -611,14 +672,29 @@ class Telemetry:
             extra={"dependency": dependency, "from_state": old, "to_state": new},
         )
 
-
-def _record_content(span: Span, messages: Sequence[ChatMessage], parts: Sequence[str]) -> None:
-    """Prompt and completion as the GenAI conventions name them; opt-in, they may be PII."""
-    span.set_attribute(
-        GEN_AI_INPUT_MESSAGES,
-        json.dumps(
-            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages]
-        ),
-    )
-    output = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(parts)}]}]
-    span.set_attribute(GEN_AI_OUTPUT_MESSAGES, json.dumps(output))
+    def _record_content(
+        self, span: Span, messages: Sequence[ChatMessage], parts: Sequence[str]
+    ) -> None:
+        """Prompt and completion as the GenAI conventions name them, masked, on the span
+        and/or as its event, as the content capture mode says."""
+        redact = self._redact
+        content: dict[str, AttributeValue] = {
+            GEN_AI_INPUT_MESSAGES: json.dumps(
+                [
+                    {"role": m.role, "parts": [{"type": "text", "content": redact(m.content)}]}
+                    for m in messages
+                ]
+            ),
+            GEN_AI_OUTPUT_MESSAGES: json.dumps(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": redact("".join(parts))}],
+                    }
+                ]
+            ),
+        }
+        if on_spans(self._content_capture):
+            span.set_attributes(content)
+        if on_events(self._content_capture):
+            span.add_event("gen_ai.client.inference.operation.details", content)

@@ -159,6 +159,11 @@ class Instruments:
             "fit_check.llm.unpriced_calls",
             description="LLM calls whose model has no price (their cost is unknown, not 0)",
         )
+        self.feedback = Totals(
+            meter,
+            "fit_check.feedback",
+            description="Users' verdicts on analyses, by rating and model",
+        )
         self.llm_latency = meter.create_histogram(
             "fit_check.llm.latency",
             unit="s",
@@ -248,6 +253,8 @@ class Instruments:
         for model in llm_models:
             self.llm_usage_missing.add(0, {"model": model})
             self.llm_cost.add(0, {"model": model})
+            for rating in ("up", "down"):
+                self.feedback.add(0, {"rating": rating, "model": model})
             self.llm_unpriced.add(0, {"model": model})
 
     def observe_state(

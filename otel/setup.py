@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
+from otel.content import ContentCapture, ContentRedactor
 from otel.exemplars import EXEMPLAR_VIEWS
 from otel.exporters import (
     ExporterName,
@@ -62,6 +63,10 @@ class TelemetryConfig:
     metrics_exporters: tuple[ExporterName, ...] | None = None
     shutdown_timeout_s: float = 3.0
     capture_content: bool = False
+    #: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (``capture_content`` is the older
+    #: switch: true means SPAN_ONLY), and the pattern masked in what is captured.
+    content_capture: ContentCapture = "NO_CONTENT"
+    content_redact_pattern: str | None = None
     span_batch_size: int = 64
     span_queue_size: int = 2048
     span_processor: Literal["batch", "fastotel"] = "batch"
@@ -217,6 +222,8 @@ def setup_telemetry(
         service_version=config.service_version,
         render_metrics=exposition_renderer(registry),
         capture_content=config.capture_content,
+        content_capture=config.content_capture,
+        redactor=ContentRedactor(config.content_redact_pattern),
         recent_traces=recent,
     )
     return TelemetryRuntime(

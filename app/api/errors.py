@@ -12,11 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from app.api.schemas import ErrorBody, FieldError
-from app.models import FitCheckRequest
+from app.models import FeedbackRequest, FitCheckRequest
 from app.rejections import RejectionReason
 
 #: Field names an error may name; anything else in a location came from the client.
-_KNOWN_FIELDS = frozenset({*FitCheckRequest.model_fields, "Last-Event-ID"})
+_KNOWN_FIELDS = frozenset(
+    {*FitCheckRequest.model_fields, *FeedbackRequest.model_fields, "Last-Event-ID"}
+)
 _UNKNOWN_FIELD = "(unknown field)"
 _MAX_MESSAGE_CHARS = 200
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
@@ -19,7 +20,7 @@ from app.api.schemas import (
     ReadinessResponse,
     sse_event_schema,
 )
-from app.models import FitCheckRequest
+from app.models import FeedbackRequest, FitCheckRequest
 from app.pipeline.budget import BudgetExceeded
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached
@@ -298,6 +299,48 @@ async def stream_get(
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
     return await _open_stream(service, params, _client(request), last_event_id)
+
+
+class FeedbackRecorded(BaseModel):
+    status: Literal["recorded"] = "recorded"
+
+
+@router.post(
+    "/api/fit-check/feedback",
+    status_code=202,
+    response_model=FeedbackRecorded,
+    responses={
+        404: {"model": ErrorBody, "description": "No session with that key, or its window ended"},
+        409: {"model": ErrorBody, "description": "This session has its verdict already"},
+        422: {"model": ErrorBody, "description": "Invalid key, rating or comment"},
+        429: {"model": ErrorBody, "description": "Too many verdicts from this client"},
+    },
+    summary="Rate an analysis (up or down), recorded in its trace",
+    tags=["fit-check"],
+)
+async def feedback(
+    body: FeedbackRequest, request: Request, service: ServiceDep
+) -> FeedbackRecorded | Response:
+    verdict = await service.record_feedback(body, _client(request))
+    if verdict == "unknown":
+        return error_response(
+            404,
+            "UNKNOWN_SESSION",
+            f"no session with that key, or its {service.settings.feedback_window_s} s "
+            "feedback window has ended",
+        )
+    if verdict == "duplicate":
+        return error_response(409, "FEEDBACK_EXISTS", "this session has its verdict already")
+    if verdict == "rate_limited":
+        service.telemetry.rejected("rate_limited")
+        return error_response(
+            429,
+            "RATE_LIMITED",
+            f"at most {service.settings.feedback_per_client_per_minute} verdicts a minute "
+            "from one client",
+            headers={"Retry-After": "60"},
+        )
+    return FeedbackRecorded()
 
 
 @router.get("/api/fit-check/health", response_model=HealthResponse, tags=["health"])

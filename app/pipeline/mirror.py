@@ -60,7 +60,10 @@ class SessionMirror:
         self._store = store
         self._session = session
         self._capped = capped
-        self._wake = asyncio.Event()
+        #: Frames came since the loop last looked.
+        self._frames_pending = False
+        #: The loop's current wait, and whether a frame ends it (``close`` ends any).
+        self._waiter: tuple[asyncio.Event, bool] | None = None
         self._next = 0  # the first frame not yet written
         self._opened = False
         self._terminal_written = False
@@ -73,7 +76,10 @@ class SessionMirror:
 
     def wake(self) -> None:
         """A frame was added (cheap: called for every frame)."""
-        self._wake.set()
+        self._frames_pending = True
+        waiter = self._waiter
+        if waiter is not None and waiter[1]:
+            waiter[0].set()
 
     async def close(self, timeout_s: float) -> None:
         """Stop copying, then write what is left (the terminal frame above all), bounded by
@@ -83,7 +89,8 @@ class SessionMirror:
         if task is None:
             return
         self._stopping = True
-        self._wake.set()
+        if self._waiter is not None:
+            self._waiter[0].set()
         await asyncio.wait({task}, timeout=timeout_s)
         if not task.done():
             task.cancel()
@@ -100,31 +107,34 @@ class SessionMirror:
     async def _copy(self) -> None:
         renew_every = self._store.lease_s / 3
         while not self._stopping:
-            self._wake.clear()
+            self._frames_pending = False
             try:
                 await self._flush()
                 if time.monotonic() - self._renewed_at >= renew_every:
                     await self._renew()
             except StoreUnavailable:
                 # Said in health and the log; frames wait in the replay buffer. Tried
-                # again a renewal period later, not at the pace of the frames (``close``
-                # waits for this sleep at most).
-                await asyncio.sleep(renew_every)
+                # again a renewal period later, not at the pace of the frames.
+                await self._pause(renew_every, until_frames=False)
                 continue
-            await self._pause(renew_every - (time.monotonic() - self._renewed_at))
-            if not self._stopping:
-                await asyncio.sleep(FLUSH_S)  # a burst of frames gathers into one write
+            idle = renew_every - (time.monotonic() - self._renewed_at)
+            await self._pause(idle, until_frames=True)
+            # A burst of frames gathers into one write (``close`` ends the wait).
+            await self._pause(FLUSH_S, until_frames=False)
 
-    async def _pause(self, seconds: float) -> None:
-        """Until ``seconds`` pass, a frame comes, or ``close``. A timer sets the event: no
-        cancellation is involved, so ``close`` never races one."""
-        if seconds <= 0:
+    async def _pause(self, seconds: float, *, until_frames: bool) -> None:
+        """Until ``seconds`` pass, ``close`` is called, or (``until_frames``) a frame comes.
+        A timer ends the wait: no cancellation is involved, so ``close`` never races one."""
+        if seconds <= 0 or self._stopping or (until_frames and self._frames_pending):
             return
-        timer = asyncio.get_running_loop().call_later(seconds, self._wake.set)
+        waiter = asyncio.Event()
+        self._waiter = (waiter, until_frames)
+        timer = asyncio.get_running_loop().call_later(seconds, waiter.set)
         try:
-            await self._wake.wait()
+            await waiter.wait()
         finally:
             timer.cancel()
+            self._waiter = None
 
     async def _flush(self) -> None:
         session = self._session
@@ -149,6 +159,7 @@ class SessionMirror:
             session.key,
             numbered,
             terminal_seq=terminal if written_terminal else None,
+            first_seq=session.first_seq,
             opening=None if self._opened else (session.session_id, session.traceparent),
         )
         self._opened = True

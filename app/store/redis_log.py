@@ -117,7 +117,9 @@ class SessionStore:
         lease_s: float,
         resume_window_s: float,
         telemetry: Telemetry,
+        feedback_window_s: int = 3600,
     ) -> None:
+        self._feedback_window_s = feedback_window_s
         self._timeout_s = timeout_ms / 1000
         options: dict[str, Any] = {
             "socket_connect_timeout": self._timeout_s,
@@ -191,11 +193,13 @@ class SessionStore:
         frames: list[tuple[int, bytes]],
         *,
         terminal_seq: int | None,
+        first_seq: int,
         opening: tuple[str, str | None] | None = None,
     ) -> None:
-        """Append ``frames`` (sequence number, frame); ``opening`` (session id, traceparent)
-        with the first write. With the terminal frame, start the resume window and give up
-        the lease and the slot."""
+        """Append ``frames`` (sequence number, frame) and trim the stream to ``first_seq``
+        (what the producer's replay buffer holds: its byte bound); ``opening`` (session
+        id, traceparent) with the first write. With the terminal frame, start the resume
+        window and give up the lease and the slot."""
         stream, meta = self.key("s:", stream_key), self.key("m:", stream_key)
 
         async def run() -> list[Any]:
@@ -205,9 +209,17 @@ class SessionStore:
                 if seq == terminal_seq:
                     fields["t"] = b"1"
                 pipe.xadd(stream, fields, id=_entry_id(seq))
+            if first_seq > 0:
+                pipe.xtrim(stream, minid=_entry_id(first_seq), approximate=False)
             if opening is not None:
                 session_id, traceparent = opening
                 pipe.hset(meta, mapping={"sid": session_id, "tp": traceparent or ""})
+                # What a verdict on it needs, for the feedback window (on any replica).
+                pipe.set(
+                    self.key("fb:", stream_key),
+                    f"{session_id}\n{traceparent or ''}",
+                    ex=self._feedback_window_s,
+                )
             if terminal_seq is not None:
                 pipe.hset(meta, "term", str(terminal_seq))
                 pipe.pexpire(stream, self._window_ms)
@@ -288,6 +300,26 @@ class SessionStore:
 
     async def release(self, stream_key: str) -> None:
         await self._call("release", lambda: self.client.zrem(self.key("cap"), stream_key))
+
+    # --- users' verdicts -----------------------------------------------------------------
+    async def rated_session(self, stream_key: str) -> tuple[str, str | None] | None:
+        """The session a verdict is for (its id and ``traceparent``), while its feedback
+        window lasts."""
+        raw: bytes | None = await self._call(
+            "rated_session", lambda: self.client.get(self.key("fb:", stream_key))
+        )
+        if raw is None:
+            return None
+        session_id, _, traceparent = raw.decode().partition("\n")
+        return session_id, traceparent or None
+
+    async def claim_verdict(self, stream_key: str, window_s: int) -> bool:
+        """True for the first verdict on the session, False for any other."""
+        claimed = await self._call(
+            "claim_verdict",
+            lambda: self.client.set(self.key("fbv:", stream_key), 1, nx=True, ex=window_s),
+        )
+        return bool(claimed)
 
     # --- the spend guard's hourly total ----------------------------------------------------
     async def add_spend(self, hour: int, cost_usd: float) -> None:

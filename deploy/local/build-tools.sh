@@ -6,6 +6,12 @@
 #   (b) Jaeger v2 (all-in-one, `jaeger --config file.yaml`) from its Go module
 #   (c) Prometheus + promtool from Debian's `prometheus` package
 #   (e) VictoriaLogs (the log store, with its web UI vmui embedded) from its Go module
+#   (f) redis-server + redis-cli and nginx from Debian's `redis-server` and `nginx-light`
+#       packages: the shared session store and the round-robin front of the replica
+#       tests (tests/e2e/replicas.py, deploy/nginx/fit-check.conf); their system
+#       services are never started
+#   (s) Sloth (the SLO rule generator, `sloth generate`) from its Go module: turns
+#       deploy/slo/fit-check.yaml into deploy/prometheus/slo-rules.yml (deploy/slo/generate.sh)
 #   (d) optional, WITH_COMPOSE=1: the docker compose v2+ CLI from its Go module, only to
 #       validate docker-compose.yml (`docker-compose config -q`) where the docker CLI
 #       has no compose plugin; it needs no Docker engine for that
@@ -17,11 +23,12 @@
 # Env:
 #   FIT_CHECK_CACHE   cache root (default: $HOME/.cache/fit-check); binaries in $FIT_CHECK_CACHE/bin
 #   FORCE=1           rebuild everything even when the stamps match
-#   SKIP_PROMETHEUS=1 do not touch apt (e.g. not root); promtool/prometheus must then be on PATH
+#   SKIP_PROMETHEUS=1 do not touch apt (e.g. not root); promtool/prometheus (and redis-server,
+#                     redis-cli, nginx, or the replica tests skip) must then be on PATH
 #   WITH_COMPOSE=1    also build $FIT_CHECK_CACHE/bin/docker-compose (step d)
 #
 # Needs: go (>= the version the pinned modules require: 1.26 for collector 0.165.0),
-# network access to the Go module proxy, and root + apt for Prometheus.
+# network access to the Go module proxy, and root + apt for Prometheus, Redis and nginx.
 # First build on 2 cores takes several minutes (mostly compiling the two Go binaries).
 set -euo pipefail
 
@@ -47,9 +54,20 @@ VICTORIALOGS_MODULE="github.com/VictoriaMetrics/VictoriaLogs"
 VICTORIALOGS_VERSION="v1.52.1"
 # Debian bookworm ships 2.42.0; whatever apt installs is used (recorded in the stamp).
 PROMETHEUS_PACKAGE="prometheus"
+# Debian bookworm: redis-server 7.0, nginx-light 1.22 (upstream, proxy, map: all the
+# front needs); whatever apt installs is used (recorded in the stamps).
+REDIS_PACKAGE="redis-server"
+NGINX_PACKAGE="nginx-light"
 # Newest compose release whose go.mod the Go toolchain here (1.26.8) accepts.
 COMPOSE_MODULE="github.com/docker/compose/v5"
 COMPOSE_VERSION="v5.6.0"
+# Sloth: the newest release, and the only one the module proxy lists; its go.mod wants
+# go 1.26.0 and has no replace directives. The
+# version is stamped into every generated rule (label sloth_version) and the file
+# header, so deploy/prometheus/slo-rules.yml changes when this does: re-run
+# deploy/slo/generate.sh after a bump (tests/deploy/test_slo.py compares).
+SLOTH_MODULE="github.com/slok/sloth"
+SLOTH_VERSION="v0.16.0"
 
 MANIFEST="$REPO_ROOT/deploy/collector/builder-config.yaml"
 COLLECTOR_BIN="$BIN/otelcol-fit-check"
@@ -161,8 +179,28 @@ build_victorialogs() {
 # --- (c) Prometheus from Debian -------------------------------------------------------
 prometheus_version() { prometheus --version 2>/dev/null | head -n1 | awk '{print $3}'; }
 
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$PROMETHEUS_PACKAGE"
+apt_install() { # apt_install PACKAGE...
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# apt_install_no_services PACKAGE...: installs with apt, never starting a system service.
+# The packages' maintainer scripts would start a system prometheus on :9090, redis on
+# :6379 or nginx on :80 where services can be started; forbid that for the install only
+# (Docker-style policy).
+apt_install_no_services() {
+  [[ "$(id -u)" == 0 ]] || die "$* missing: run as root (apt-get install -y $*) or put them on PATH"
+  command -v apt-get >/dev/null 2>&1 || die "$* missing and apt-get is not available"
+  local t0=$SECONDS policy_created=0 rc=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    policy_created=1
+  fi
+  log "installing Debian package(s) $*"
+  apt_install "$@" || { apt-get update && apt_install "$@"; } || rc=$?
+  if [[ "$policy_created" == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+  [[ "$rc" == 0 ]] || die "apt-get install $* failed ($rc)"
+  log "$* installed in $((SECONDS - t0))s"
 }
 
 install_prometheus() {
@@ -172,27 +210,45 @@ install_prometheus() {
     log "SKIP_PROMETHEUS=1: not installing prometheus/promtool"
     return
   else
-    [[ "$(id -u)" == 0 ]] || die "prometheus/promtool missing: run as root (apt-get install -y $PROMETHEUS_PACKAGE) or put them on PATH"
-    command -v apt-get >/dev/null 2>&1 || die "prometheus/promtool missing and apt-get is not available"
-    local t0=$SECONDS policy_created=0
-    # The package's maintainer scripts would start a system prometheus on :9090 where
-    # services can be started; forbid that for the install only (Docker-style policy).
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-      chmod 0755 /usr/sbin/policy-rc.d
-      policy_created=1
-    fi
-    log "installing Debian package $PROMETHEUS_PACKAGE"
-    local rc=0
-    apt_install || { apt-get update && apt_install; } || rc=$?
-    if [[ "$policy_created" == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
-    [[ "$rc" == 0 ]] || die "apt-get install $PROMETHEUS_PACKAGE failed ($rc)"
-    log "prometheus installed in $((SECONDS - t0))s"
+    apt_install_no_services "$PROMETHEUS_PACKAGE"
   fi
   # Link into the cache bin dir so every tool is found in one place.
   ln -sfn "$(command -v prometheus)" "$BIN/prometheus"
   ln -sfn "$(command -v promtool)" "$BIN/promtool"
   echo "prometheus $(prometheus_version) (debian package $PROMETHEUS_PACKAGE)" >"$BIN/prometheus.version"
+}
+
+# --- (f) Redis and nginx from Debian (the replica tests) ----------------------------------
+# install_debian_tools PACKAGE STAMP BINARY...: the package when a BINARY is missing, then
+# each BINARY linked into the cache bin dir and the package's version in STAMP.version.
+install_debian_tools() {
+  local package=$1 stamp=$2 missing=0 binary
+  shift 2
+  for binary in "$@"; do command -v "$binary" >/dev/null 2>&1 || missing=1; done
+  if [[ "$missing" == 0 ]]; then
+    log "$package $(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || echo '?'): present"
+  elif [[ "${SKIP_PROMETHEUS:-0}" == 1 ]]; then
+    log "SKIP_PROMETHEUS=1: not installing $package (the replica tests skip without it)"
+    return
+  else
+    apt_install_no_services "$package"
+  fi
+  for binary in "$@"; do ln -sfn "$(command -v "$binary")" "$BIN/$binary"; done
+  echo "$package $(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || echo '?') (debian package)" \
+    >"$BIN/$stamp.version"
+}
+
+install_redis() { install_debian_tools "$REDIS_PACKAGE" redis-server redis-server redis-cli; }
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+install_nginx() { PATH="$PATH:/usr/sbin" install_debian_tools "$NGINX_PACKAGE" nginx nginx; }
+
+# --- (s) Sloth ------------------------------------------------------------------------------
+build_sloth() {
+  build_cached "sloth $SLOTH_VERSION" "$BIN/sloth" \
+    "sloth $SLOTH_VERSION ($SLOTH_MODULE)" \
+    "cmd/sloth, the SLO rule generator" \
+    "$SLOTH_MODULE" "$SLOTH_VERSION" ./cmd/sloth \
+    "-s -w -X $SLOTH_MODULE/internal/info.Version=$SLOTH_VERSION"
 }
 
 # --- (d) docker compose CLI (optional) ----------------------------------------------------
@@ -206,7 +262,10 @@ build_compose() {
 build_collector
 build_jaeger
 build_victorialogs
+build_sloth
 install_prometheus
+install_redis
+install_nginx
 if [[ "${WITH_COMPOSE:-0}" == 1 ]]; then build_compose; fi
 
 log "done in $((SECONDS - start_all))s"
@@ -216,6 +275,9 @@ jaeger:     $JAEGER_BIN   ($(cat "$JAEGER_BIN.version"))
 victorialogs: $VICTORIALOGS_BIN   ($(cat "$VICTORIALOGS_BIN.version"))
 prometheus: $(readlink -f "$BIN/prometheus" 2>/dev/null || echo missing)   ($(cat "$BIN/prometheus.version" 2>/dev/null || echo missing))
 promtool:   $(readlink -f "$BIN/promtool" 2>/dev/null || echo missing)
+redis:      $(readlink "$BIN/redis-server" 2>/dev/null || echo missing)   ($(cat "$BIN/redis-server.version" 2>/dev/null || echo missing))
+nginx:      $(readlink -f "$BIN/nginx" 2>/dev/null || echo missing)   ($(cat "$BIN/nginx.version" 2>/dev/null || echo missing))
+sloth:      $BIN/sloth   ($(cat "$BIN/sloth.version"))
 ocb:        $BUILDER_BIN
 EOF
 if [[ -x "$BIN/docker-compose" ]]; then

@@ -174,7 +174,7 @@ render_prometheus() {
     die "deploy/prometheus/prometheus.yml has an otel-collector target this script does not map to loopback"
   fi
   mv "$dir/prometheus.yml.tmp" "$dir/prometheus.yml"
-  cp "$src/rules.yml" "$dir/rules.yml"
+  cp "$src/rules.yml" "$src/slo-rules.yml" "$dir/"
   echo "$dir/prometheus.yml"
 }
 

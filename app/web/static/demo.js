@@ -9,6 +9,27 @@ const $ = (id) => document.getElementById(id);
 
 // The session's LLM cost as the complete event reports it (calls of an unpriced model are
 // unknown, not free).
+// The two verdict buttons: one POST per analysis, recorded in its trace.
+function askFeedback(streamKey) {
+  const box = $("feedback");
+  const note = $("feedback-note");
+  note.textContent = "";
+  box.hidden = false;
+  for (const [id, rating] of [["rate-up", "up"], ["rate-down", "down"]]) {
+    const button = $(id);
+    button.disabled = false;
+    button.onclick = async () => {
+      $("rate-up").disabled = $("rate-down").disabled = true;
+      const response = await fetch("/api/fit-check/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ stream_key: streamKey, rating }),
+      });
+      note.textContent = response.ok ? "Thanks: recorded in the trace." : "Not recorded.";
+    };
+  }
+}
+
 function costText(costUsd, unpricedCalls) {
   const known = `LLM cost $${Number(costUsd || 0).toFixed(4)}`;
   return unpricedCalls ? `${known} + ${unpricedCalls} unpriced call(s).` : `${known}.`;
@@ -185,6 +206,7 @@ let shown = null;  // the analysis on the page: { stop() }
 function start(query, includeThoughts) {
   if (shown) shown.stop();
   $("run").hidden = false;
+  $("feedback").hidden = true;
   $("go").disabled = true;
   $("status").textContent = "Streaming...";
   $("status").className = "";
@@ -228,11 +250,13 @@ function start(query, includeThoughts) {
     const running = shown === run && document.querySelector("#phases li.running");
     if (running) running.className = "failed";
   };
+  let streamKey = "";  // the unguessable part of the event ids: what rates this analysis
   const on = (type, handle) => source.addEventListener(type, (event) => {
     // Ours carry data; a lost connection is an `error` event without any (below).
     if (!(event instanceof MessageEvent)) return;
     events++;
     failures = 0;
+    streamKey = event.lastEventId.split(".")[0] || streamKey;
     handle(JSON.parse(event.data));
   });
 
@@ -264,6 +288,7 @@ function start(query, includeThoughts) {
   on("complete", ({ duration_ms, cost_usd, unpriced_calls }) => {
     run.stop();
     say(`Done in ${duration_ms} ms. ${costText(cost_usd, unpriced_calls)}`);
+    if (shown === run) askFeedback(streamKey);
   });
   on("error", ({ code, message }) => {
     run.stop();

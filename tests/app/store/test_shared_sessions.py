@@ -102,7 +102,7 @@ class RedisServer:
         )
         return done.stdout.strip()
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         return [k for k in self.cli("--scan", "--pattern", "fit-check:*").splitlines() if k]
 
 
@@ -324,11 +324,57 @@ async def test_closed_failure_mode_refuses_new_streams_while_redis_is_down(
 async def test_an_ended_session_leaves_no_key_behind(
     replicas: Any, redis_server: RedisServer
 ) -> None:
-    (a,) = await replicas(1, resume_window_s=1.0, global_max_sessions=5)
+    """Only what a verdict needs stays, for the feedback window."""
+    (a,) = await replicas(1, resume_window_s=1.0, global_max_sessions=5, feedback_window_s=60)
     _, events = await read(a.client)
     assert events[-1].event == "complete"
     await wait_until(lambda: not sessions(a), timeout_s=10)
     deadline = time.monotonic() + 10
-    while redis_server.keys():
-        assert time.monotonic() < deadline, redis_server.keys()
+    while [k for k in redis_server.stored_keys() if not k.startswith("fit-check:fb:")]:
+        assert time.monotonic() < deadline, redis_server.stored_keys()
         await asyncio.sleep(0.2)
+    (verdict_key,) = redis_server.stored_keys()
+    assert 0 < int(redis_server.cli("TTL", verdict_key)) <= 60
+
+
+async def test_a_verdict_lands_on_any_replica_once(replicas: Any) -> None:
+    a, b = await replicas(2)
+    _, events = await read(a.client)
+    key = events[0].id.split(".")[0]
+    verdict = {"stream_key": key, "rating": "up"}
+    first = await b.client.post("/api/fit-check/feedback", json=verdict)
+    again = await a.client.post("/api/fit-check/feedback", json=verdict)
+    assert first.status_code == 202, first.text
+    assert again.status_code == 409
+    (span,) = [s for s in b.harness.telemetry.finished_spans() if s.name == "fit_check.feedback"]
+    assert format(span.context.trace_id, "032x") == events[0].json()["trace_id"]
+
+
+async def test_the_budget_is_global_across_replicas(
+    harness_factory: HarnessFactory, redis_server: RedisServer
+) -> None:
+    """One replica's spend counts against the other's admissions."""
+    from app.pipeline.budget import BudgetExceeded, SpendBudget
+    from app.store.redis_log import SessionStore
+    from otel.testing import captured_telemetry
+
+    telemetry = captured_telemetry().runtime.telemetry
+    stores = [
+        SessionStore(
+            redis_server.url,
+            prefix="fit-check:",
+            timeout_ms=250,
+            lease_s=1,
+            resume_window_s=1,
+            telemetry=telemetry,
+        )
+        for _ in range(2)
+    ]
+    first, second = (SpendBudget(1.0, store) for store in stores)
+    await second.check()
+    first.spent(1.5)
+    await wait_until(lambda: redis_server.stored_keys() != [], timeout_s=5)
+    with pytest.raises(BudgetExceeded):
+        await second.check()
+    for store in stores:
+        await store.aclose()
