@@ -33,8 +33,8 @@ from typing import Any, NamedTuple, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from otel.facade import Telemetry
 
@@ -61,6 +61,28 @@ if n >= tonumber(ARGV[2]) then return n end
 redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
 return -1
+"""
+# Frames appended in one command with five arguments, whatever their number (the
+# client's cost is per argument): ARGV[1] the trim point (MINID, or ""), ARGV[2] the
+# terminal frame's entry id (or ""), ARGV[3] the first frame's sequence number, ARGV[4]
+# the frames' lengths ("12,80,7"), ARGV[5] the frames one after another. A frame written
+# before a lost answer is written again: Redis refuses its id, as it should (pcall).
+_APPEND = """
+local stream, blob = KEYS[1], ARGV[5]
+local seq, pos = tonumber(ARGV[3]), 1
+for length in string.gmatch(ARGV[4], '%d+') do
+  local n = tonumber(length)
+  local id = '0-' .. string.format('%d', seq + 1)
+  local data = string.sub(blob, pos, pos + n - 1)
+  if id == ARGV[2] then
+    redis.pcall('XADD', stream, id, 'd', data, 't', '1')
+  else
+    redis.pcall('XADD', stream, id, 'd', data)
+  end
+  pos, seq = pos + n, seq + 1
+end
+if ARGV[1] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[1]) end
+return 1
 """
 # A streaming session's slot renewed (re-added if it lingered meanwhile).
 _RENEW_SLOT = """
@@ -138,6 +160,7 @@ class SessionStore:
         self._telemetry = telemetry
         self._admit = self.client.register_script(_ADMIT)
         self._renew_slot = self.client.register_script(_RENEW_SLOT)
+        self._append = self.client.register_script(_APPEND)
         #: Whether the last call got an answer: health says so.
         self.available = True
 
@@ -201,16 +224,21 @@ class SessionStore:
         id, traceparent) with the first write. With the terminal frame, start the resume
         window and give up the lease and the slot."""
         stream, meta = self.key("s:", stream_key), self.key("m:", stream_key)
+        args: list[EncodableT] = [
+            _entry_id(first_seq) if first_seq > 0 else "",
+            "" if terminal_seq is None else _entry_id(terminal_seq),
+            frames[0][0] if frames else 0,
+            ",".join(str(len(data)) for _, data in frames),
+            b"".join(data for _, data in frames),
+        ]
 
-        async def run() -> list[Any]:
+        async def append() -> None:
+            await self._append(keys=[stream], args=args)
+
+        async def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for seq, data in frames:
-                fields: dict[FieldT, EncodableT] = {"d": data}
-                if seq == terminal_seq:
-                    fields["t"] = b"1"
-                pipe.xadd(stream, fields, id=_entry_id(seq))
-            if first_seq > 0:
-                pipe.xtrim(stream, minid=_entry_id(first_seq), approximate=False)
+            if frames:
+                await self._append(keys=[stream], args=args, client=pipe)
             if opening is not None:
                 session_id, traceparent = opening
                 pipe.hset(meta, mapping={"sid": session_id, "tp": traceparent or ""})
@@ -231,14 +259,11 @@ class SessionStore:
                 pipe.pexpire(stream, ttl)
                 pipe.pexpire(meta, ttl)
                 pipe.set(self.key("lease:", stream_key), 1, px=self._lease_ms)
-            return await pipe.execute(raise_on_error=False)
+            await pipe.execute()
 
-        results = await self._call("write", run)
-        for result in results:
-            # A frame written before a lost answer is written again: Redis refuses the
-            # duplicate id, which is what we want.
-            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
-                raise StoreUnavailable(f"write: {result}")
+        # Most writes are frames only: one command, no pipeline.
+        plain = opening is None and terminal_seq is None
+        await self._call("write", append if plain else run)
 
     async def renew(
         self, stream_key: str, *, first_seq: int, streaming: bool, capped: bool
