@@ -19,9 +19,23 @@ running, the others are where it spends in C), per stream, full minus baseline.
 
 ``--redis`` runs every variant with the shared session log (``FIT_CHECK_REDIS_URL`` to a
 ``redis-server`` on loopback, started here, its work not counted): the log's cost is the
-difference to a run without it. Its writes are batched by time (25 ms), and under valgrind
+difference to a run without it. Its writes are batched by time (50 ms), and under valgrind
 a stream takes about 50 times longer, so a write carries more frames than it would in
 real time: the figure is a lower bound of the per-frame cost.
+
+``--loop uvloop`` (the default) runs the counted program on uvloop, the loop uvicorn picks
+in production; ``--loop asyncio`` on the standard library's.
+
+``--per-chunk`` counts what one paced chunk of a real-provider stream costs, split into a
+chunk only read (the first two LLM calls: their answers are shown at their phase's end)
+and a chunk read and written (the report's: each chunk an SSE write of its own to the
+client): the fake (``bench/fake_provider.py``) streams N chunks to one kind of call and
+the smallest count to the others, and a chunk's cost is the difference between N and the
+smallest count, over the same streams, so start-up and everything per stream cancel out.
+Both loops, baseline and full telemetry exporting to the loopback sink. ``--socket`` counts
+the service as it is deployed instead: ``fit-check serve`` (uvicorn, uvloop, httptools)
+under valgrind, on loopback, driven by a client in this process (not counted), so the
+server's own read and send path is counted too.
 
 ``--source DIR`` counts another checkout (e.g. a ``git worktree`` of an older commit)
 with this venv, for a before/after comparison of a change; ``--only NAME`` (a prefix)
@@ -33,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -96,8 +111,9 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 EXPORTING = (SINK, SINK_FASTOTEL, SINK_NO_PUSH, SINK_NO_PUSH_NO_EXEMPLARS)
 TOP_FUNCTIONS = 12
-#: Added to every variant's environment (``--redis``).
+#: Added to every variant's environment (``--redis``, ``--loop``).
 EXTRA_ENV: dict[str, str] = {}
+LOOPS = ("uvloop", "asyncio")
 
 
 def run_cachegrind(
@@ -275,6 +291,123 @@ def realistic(source: Path, chunk_counts: tuple[int, ...] = CHUNKS, gap_ms: floa
             )
 
 
+#: Streams per count of ``--per-chunk``: a chunk's cost is (Ir at N chunks - Ir at the
+#: smallest count) / (streams x calls x (N - smallest)).
+PER_CHUNK_STREAMS = 4
+#: Calls whose chunks are only read, and calls whose chunks are read and written.
+READ_CALLS, WRITTEN_CALLS = 2, 1
+
+
+def socket_count(
+    source: Path, env: dict[str, str], streams: int, out: Path, timeout_s: float = 600
+) -> None:
+    """``fit-check serve`` under cachegrind on a loopback port, ``streams`` streams POSTed
+    one after the other by a client in this process (not counted), then SIGTERM: the
+    server drains and exits, and cachegrind writes its counts."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            f"--cachegrind-out-file={out}",
+            str(BIN / "python"),
+            "-m",
+            "app.cli",
+            "serve",
+        ],
+        env=clean_env(
+            PYTHONHASHSEED="0",
+            PYTHONPATH=str(source),
+            HOST="127.0.0.1",
+            PORT=str(port),
+            **{**env, **EXTRA_ENV},
+        ),
+        cwd=out.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Wait for the port by connecting only: a request would be counted, and how many
+        # polls start-up takes varies.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited with {server.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(1)
+        with httpx.Client(base_url=url, timeout=timeout_s) as client:
+            for n in range(streams):
+                body = {"query": "Senior Python engineer, FastAPI, Kafka", "session_id": f"ir-{n}"}
+                with client.stream("POST", "/api/fit-check/stream", json=body) as response:
+                    content = b"".join(response.iter_bytes())
+                assert response.status_code == 200 and b"event: complete" in content
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout_s)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+
+
+def per_chunk(
+    source: Path,
+    chunk_counts: tuple[int, ...],
+    gap_ms: float,
+    loops: tuple[str, ...],
+    streams: int = PER_CHUNK_STREAMS,
+    *,
+    over_socket: bool = False,
+) -> None:
+    """Instructions per paced chunk, read only and read and written (module docstring)."""
+    low, *highs = sorted(set(chunk_counts))
+    where = "fit-check serve under valgrind, client outside" if over_socket else "in process"
+    print(f"\nInstructions per chunk ({where}; the fake's chunks {gap_ms:g} ms apart;")
+    print(f"{streams} streams; read: 2 calls at N chunks, the report at {low}; written: the")
+    print(f"report at N, the others at {low}; a chunk = (Ir@N - Ir@{low}) / (streams x calls")
+    print(f"x (N - {low})); average = (2 read + 1 written) / 3, a stream's mix):\n")
+    print("| loop | telemetry | chunks per call | read only | read and written | written - read "
+          "| average |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    variants = {"baseline": VARIANTS[BASELINE], "full, exporting": VARIANTS[SINK]}
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as sink:
+        for loop in loops:
+            if over_socket and loop != "uvloop":
+                print(f"| {loop} | - | - | uvicorn picks uvloop: not counted | | | |")
+                continue
+            for name, variant in variants.items():
+                env = {**variant, "OTEL_EXPORTER_OTLP_ENDPOINT": sink, "BENCH_LOOP": loop}
+
+                def ir(chunks: int, report: int, env: dict[str, str] = env) -> int:
+                    keep = Path(tempfile.mkdtemp(dir=tmp))
+                    out = keep / "cachegrind.out"
+                    fake = ("bench.fake_provider", str(chunks), str(gap_ms), str(report))
+                    with loopback_server(*fake) as api:
+                        if over_socket:
+                            socket_count(source, {**env, **provider_env(api)}, streams, out)
+                        else:
+                            run_cachegrind(source, {**env, **provider_env(api)}, streams, out)
+                    return summary(out)
+
+                base = ir(low, low)
+                for high in highs:
+                    read = (ir(high, low) - base) / (streams * READ_CALLS * (high - low))
+                    written = (ir(low, high) - base) / (streams * WRITTEN_CALLS * (high - low))
+                    mix = (READ_CALLS * read + WRITTEN_CALLS * written) / (
+                        READ_CALLS + WRITTEN_CALLS
+                    )
+                    print(
+                        f"| {loop} | {name} | {high} | {read / 1e3:.1f} k | "
+                        f"{written / 1e3:.1f} k | {(written - read) / 1e3:+.1f} k | "
+                        f"{mix / 1e3:.1f} k |",
+                        flush=True,
+                    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to count")
@@ -298,6 +431,30 @@ def main() -> int:
     parser.add_argument(
         "--redis", action="store_true", help="every variant with the shared session log"
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        nargs="+",
+        default=None,
+        help="the event loop(s) to count on (default uvloop; --per-chunk: both)",
+    )
+    parser.add_argument(
+        "--per-chunk",
+        action="store_true",
+        help="instructions per paced chunk, read only and read and written (default "
+        "--chunks 10 300 --gap-ms 20)",
+    )
+    parser.add_argument(
+        "--socket",
+        action="store_true",
+        help="with --per-chunk: count fit-check serve on loopback, the client outside",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=PER_CHUNK_STREAMS,
+        help="with --per-chunk: streams per count",
+    )
     args = parser.parse_args()
     with redis_server() if args.redis else contextlib.nullcontext("") as redis_url:
         if redis_url:
@@ -316,6 +473,20 @@ def run(args: argparse.Namespace) -> int:
     ).stdout.strip()
     print(f"source: {source} ({commit}); instructions per stream = (Ir@{LARGE} - Ir@{SMALL})")
     print(f"/ {LARGE - SMALL}")
+    if args.per_chunk:
+        chunks = tuple(args.chunks) if args.chunks != list(CHUNKS) else (10, 300)
+        per_chunk(
+            source,
+            chunks,
+            args.gap_ms or 20,
+            tuple(args.loop or LOOPS),
+            args.streams,
+            over_socket=args.socket,
+        )
+        return 0
+    loop = (args.loop or ["uvloop"])[0]
+    EXTRA_ENV["BENCH_LOOP"] = loop
+    print(f"loop: {loop}")
     if args.realistic:
         realistic(source, tuple(args.chunks), args.gap_ms)
         return 0

@@ -23,8 +23,9 @@ from app.store.redis_log import SessionStore, StoreUnavailable
 log = logging.getLogger("fit_check.session")
 
 #: Writes are batched: at most one per this many seconds (a paced model's chunks are
-#: 20-50 ms apart, so a write carries a few).
-FLUSH_S = 0.025
+#: 20-50 ms apart, so a write carries a few). A reader on another replica sees a frame at
+#: most this much later than the producer's own reader.
+FLUSH_S = 0.05
 
 
 class MirroredSession(Protocol):
