@@ -378,3 +378,24 @@ async def test_the_budget_is_global_across_replicas(
         await second.check()
     for store in stores:
         await store.aclose()
+
+
+async def test_store_calls_are_client_spans_in_the_request_and_the_copying_is_not(
+    replicas: Any,
+) -> None:
+    a, b = await replicas(2, global_max_sessions=5)
+    _, first = await read(a.client, stop_after=3)
+    await read(b.client, last_event_id=first[-1].id)
+    for replica, trace_id in ((a, first[0].json()["trace_id"]), (b, None)):
+        spans = replica.harness.telemetry.finished_spans()
+        redis_spans = [
+            s
+            for s in spans
+            if s.kind == SpanKind.CLIENT
+            and "redis" in (attrs(s).get("db.system"), attrs(s).get("db.system.name"))
+        ]
+        assert redis_spans, [s.name for s in spans]
+        if trace_id is not None:  # admission, in the request's trace
+            assert any(format(s.context.trace_id, "032x") == trace_id for s in redis_spans)
+        # No XADD or EVALSHA of the copying: a handful of spans, not one per write.
+        assert len(redis_spans) < 10, [s.name for s in redis_spans]
