@@ -9,8 +9,10 @@ from the environment, sets up logging and telemetry, and builds the app.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +35,7 @@ from app.providers.factory import Providers, build_providers
 from app.server import DrainingServer, server_config
 from app.service import FitCheckService
 from app.startup import announce
-from app.workers import Supervisor
+from app.workers import Supervisor, worker_log_file
 from otel.http_client import trace_http_client
 from otel.instrumentation import instrument_app, instrument_redis
 from otel.logging import configure_logging
@@ -198,7 +200,19 @@ def supervise(settings: Settings) -> int:
     runs them (each builds its own server with ``build_server``). Raises ``WorkersGaveUp``
     when a worker keeps dying (``app.workers`` says how often is too often)."""
     configure_service_logging(settings)
-    return Supervisor(settings, settings.workers).run()
+    return Supervisor(
+        settings, settings.workers, target=functools.partial(serve_worker, settings)
+    ).run()
+
+
+def serve_worker(settings: Settings, sock: socket.socket, number: int) -> None:
+    """A worker process: the whole service on the parent's socket, with the parent's
+    settings (a spawned worker gets them pickled; its log file is its own)."""
+    if settings.log_file is not None:
+        settings = settings.model_copy(
+            update={"log_file": worker_log_file(settings.log_file, number)}
+        )
+    build_server(settings).run(sockets=[sock])
 
 
 def build_server(settings: Settings | None = None) -> DrainingServer:

@@ -61,9 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     from app.startup import file_problem
     from app.workers import STARTUP_FAILED, WorkersGaveUp
 
-    if args.workers is not None:
-        os.environ["FIT_CHECK_WORKERS"] = str(args.workers)  # the workers read it too
-    settings = Settings()
+    settings = Settings() if args.workers is None else Settings(workers=args.workers)
     problem = file_problem(settings)
     if problem is not None:
         print(f"fit-check: {problem}", file=sys.stderr)

@@ -62,18 +62,6 @@ class WorkersGaveUp(Exception):
     """A worker kept dying: the message is its reason, in one line."""
 
 
-def serve_worker(sock: socket.socket, number: int) -> None:
-    """A worker: the whole service from the environment, on the parent's socket."""
-    from app.asgi import build_server
-
-    settings = Settings()
-    if settings.log_file is not None:
-        settings = settings.model_copy(
-            update={"log_file": worker_log_file(settings.log_file, number)}
-        )
-    build_server(settings).run(sockets=[sock])
-
-
 def _run_worker(target: WorkerTarget, sock: socket.socket, number: int, report: Connection) -> None:
     """The worker process: ``target``, and its failure reported to the supervisor in one
     line rather than as a traceback on every restart (``LOG_LEVEL=DEBUG`` logs it)."""
@@ -111,9 +99,7 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(
-        self, settings: Settings, workers: int, *, target: WorkerTarget = serve_worker
-    ) -> None:
+    def __init__(self, settings: Settings, workers: int, *, target: WorkerTarget) -> None:
         self._settings = settings
         self._target = target
         self._context = multiprocessing.get_context("spawn")

@@ -5,6 +5,10 @@
 #
 #   compose.sh [NAME=VALUE ...] COMPOSE ARGS...
 #
+# With FIT_CHECK_E2E_REPLICAS=1 in its environment: the replicas variant instead, as
+# project fit-check-e2e-replicas, docker-compose.replicas.yml and
+# docker-compose.replicas.e2e.yml layered over those two (two replicas, Redis, nginx).
+#
 # Compose runs with no variable of the caller's environment but PATH, HOME and DOCKER_*,
 # and the NAME=VALUE pairs given: docker-compose.yml's defaults apply unless a test sets
 # one, and no key (OPENAI_API_KEY, ...) of the shell reaches the containers.
@@ -15,6 +19,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PROJECT="${FIT_CHECK_E2E_PROJECT:-fit-check-e2e}"
+FILES=(--file "$REPO_ROOT/docker-compose.yml" --file "$E2E_DIR/docker-compose.e2e.yml")
+if [[ "${FIT_CHECK_E2E_REPLICAS:-0}" == 1 ]]; then
+  PROJECT="${FIT_CHECK_E2E_PROJECT:-fit-check-e2e-replicas}"
+  FILES+=(--file "$REPO_ROOT/docker-compose.replicas.yml"
+    --file "$E2E_DIR/docker-compose.replicas.e2e.yml")
+fi
 
 compose_command() {
   if "$DOCKER" compose version >/dev/null 2>&1; then
@@ -43,5 +53,4 @@ done
 
 read -r -a compose <<<"$(compose_command)"
 exec env -i "${environment[@]}" "${compose[@]}" --project-name "$PROJECT" \
-  --project-directory "$REPO_ROOT" --file "$REPO_ROOT/docker-compose.yml" \
-  --file "$E2E_DIR/docker-compose.e2e.yml" "$@"
+  --project-directory "$REPO_ROOT" "${FILES[@]}" "$@"

@@ -4,7 +4,10 @@
 #
 #   run.sh         engine (engine.sh), stand-in images (stand-ins.sh), wheelhouse
 #                  (wheelhouse.sh) served on loopback for deploy/Dockerfile, compose build
-#                  and up of every service but Grafana, pytest -m compose, then down -v
+#                  and up of every service but Grafana, pytest -m compose, then down -v;
+#                  then the same for the replicas variant (docker-compose.replicas.yml:
+#                  two replicas, Redis, nginx) as its own project, fit-check-e2e-replicas,
+#                  from the same images: tests/e2e_compose/test_compose_replicas.py
 #   run.sh clean   remove the fit-check-e2e/ images and the cached root file systems and
 #                  wheelhouses: the next run starts cold
 #
@@ -15,8 +18,12 @@
 #   FIT_CHECK_EXTRAS                  extras built into the service image (as `make up`)
 #   FIT_CHECK_E2E_WHEELHOUSE_PORT     loopback port of the wheelhouse (default 38417; a
 #                                     fixed one keeps the image's pip layers cached)
-#   FIT_CHECK_E2E_KEEP=1              leave the stack (and a dockerd started here) running
-#   PYTEST_ARGS                       more pytest arguments (e.g. -x, -k NAME)
+#   FIT_CHECK_E2E_KEEP=1              leave the last stack (and a dockerd started here)
+#                                     running
+#   FIT_CHECK_E2E_VARIANTS            which stacks to run, in this order (default
+#                                     "single replicas"; "replicas" alone skips the
+#                                     docker-compose.yml checks)
+#   PYTEST_ARGS                       more pytest arguments (e.g. -x, -k NAME), for both
 set -euo pipefail
 # shellcheck source=deploy/compose-e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +34,11 @@ SERVER_PID=""
 STACK_STARTED=0
 TAGGED=() # upstream names tagged onto stand-ins for the victorialogs build, to untag
 TIMES=()
+VARIANTS="${FIT_CHECK_E2E_VARIANTS:-single replicas}"
+REPLICAS_TESTS="$REPO_ROOT/tests/e2e_compose/test_compose_replicas.py"
+# The replicas variant's pace: each provider call takes 1 s, so a stream lasts about 4 s,
+# long enough to be cut mid-way and read on from the other replica.
+REPLICAS_SETTINGS=(FIT_CHECK_LATENCY_MS=1000)
 
 phase() { # phase NAME COMMAND...: run COMMAND and record how long it took
   local name=$1 t0=$SECONDS
@@ -88,8 +100,13 @@ untag_victorialogs_bases() {
 }
 
 build_images() {
-  local wheelhouse
-  wheelhouse=$(FIT_CHECK_EXTRAS="${FIT_CHECK_EXTRAS:-}" "$E2E_DIR/wheelhouse.sh")
+  local wheelhouse target
+  # The Python of the stand-in python:3.11-slim (Debian's 3.11.2): the wheelhouse has what
+  # that version needs, not only what .venv's does.
+  target=$("$DOCKER" run --rm --pull never --network none --entrypoint python3 \
+    "$IMAGE_PREFIX/python:3.11-slim" -c 'import platform; print(platform.python_version())')
+  wheelhouse=$(FIT_CHECK_EXTRAS="${FIT_CHECK_EXTRAS:-}" FIT_CHECK_E2E_TARGET_PYTHON="$target" \
+    "$E2E_DIR/wheelhouse.sh")
   serve_wheelhouse "$wheelhouse"
   tag_victorialogs_bases
   log "building fit-check-e2e/fit-check:local with deploy/Dockerfile from the wheelhouse at $WHEELHOUSE_URL"
@@ -119,21 +136,41 @@ prune_earlier_builds() {
 
 services_but_grafana() { "$COMPOSE" config --services | grep -vx grafana; }
 
-start_stack() {
+start_stack() { # start_stack [NAME=VALUE ...]: every service but Grafana, with those settings
   local services
   mapfile -t services < <(services_but_grafana)
   "$COMPOSE" down --volumes --remove-orphans >/dev/null 2>&1 # a clean start
   STACK_STARTED=1
-  log "starting ${services[*]} (not grafana)"
-  "$COMPOSE" up --detach --no-build --pull never --wait --wait-timeout 180 "${services[@]}" \
-    >"$E2E_RUN/up.log" 2>&1 || { tail -n 40 "$E2E_RUN/up.log" >&2; die "compose up failed"; }
+  log "starting ${services[*]} (not grafana)${*:+ with $*}"
+  "$COMPOSE" "$@" up --detach --no-build --pull never --wait --wait-timeout 180 \
+    "${services[@]}" >"$E2E_RUN/up.log" 2>&1 \
+    || { tail -n 40 "$E2E_RUN/up.log" >&2; die "compose up failed"; }
 }
 
-run_tests() {
+run_tests() { # run_tests PYTEST ARGUMENTS...
+  local status=0
   # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
   FIT_CHECK_E2E_COMPOSE="$COMPOSE" "$PYTHON" -m pytest -q -m compose -rs -p no:cacheprovider \
-    ${PYTEST_ARGS:-} "$REPO_ROOT/tests/e2e_compose"
+    ${PYTEST_ARGS:-} "$@" || status=$?
+  if ((status == 5)); then # PYTEST_ARGS selected none of this stack's tests
+    log "no test of this stack selected"
+    return 0
+  fi
+  return "$status"
 }
+
+stop_stack() { # stop_stack PHASE [last]: down -v, unless FIT_CHECK_E2E_KEEP=1 keeps the last
+  local t0=$SECONDS
+  if [[ "${2:-}" == last && "${FIT_CHECK_E2E_KEEP:-0}" == 1 ]]; then
+    return 0 # cleanup says how to stop it
+  fi
+  "$COMPOSE" down --volumes --remove-orphans --timeout 30 >"$E2E_RUN/down.log" 2>&1 \
+    || { cat "$E2E_RUN/down.log" >&2; die "compose down failed"; }
+  STACK_STARTED=0
+  TIMES+=("$1 $((SECONDS - t0))s")
+}
+
+wants() { [[ " $VARIANTS " == *" $1 "* ]]; }
 
 cleanup() {
   local status=$?
@@ -147,7 +184,8 @@ cleanup() {
       log "failed: the stack's state and logs are in $E2E_RUN/compose-{ps,logs}.txt"
     fi
     if [[ "${FIT_CHECK_E2E_KEEP:-0}" == 1 ]]; then
-      log "FIT_CHECK_E2E_KEEP=1: the stack stays up (deploy/compose-e2e/compose.sh down -v)"
+      log "FIT_CHECK_E2E_KEEP=1: the stack stays up" \
+        "(${FIT_CHECK_E2E_REPLICAS:+FIT_CHECK_E2E_REPLICAS=1 }deploy/compose-e2e/compose.sh down -v)"
       return
     fi
     "$COMPOSE" down --volumes --remove-orphans --timeout 30 >/dev/null 2>&1
@@ -159,18 +197,28 @@ cleanup() {
 
 cmd_run() {
   [[ -x "$PYTHON" ]] || die "$PYTHON is missing: run make install"
+  local variant
+  for variant in $VARIANTS; do
+    [[ "$variant" == single || "$variant" == replicas ]] \
+      || die "FIT_CHECK_E2E_VARIANTS: \"$variant\" is neither single nor replicas"
+  done
   mkdir -p "$E2E_RUN"
   trap cleanup EXIT
   phase engine "$E2E_DIR/engine.sh" start
   phase stand-ins "$E2E_DIR/stand-ins.sh"
   phase build build_images
-  phase up start_stack
-  phase tests run_tests
-  local t0=$SECONDS
-  "$COMPOSE" down --volumes --remove-orphans --timeout 30 >"$E2E_RUN/down.log" 2>&1 \
-    || { cat "$E2E_RUN/down.log" >&2; die "compose down failed"; }
-  STACK_STARTED=0
-  TIMES+=("down $((SECONDS - t0))s")
+  if wants single; then
+    phase up start_stack
+    phase tests run_tests "$REPO_ROOT/tests/e2e_compose" --ignore "$REPLICAS_TESTS"
+    stop_stack down "$(wants replicas || echo last)"
+  fi
+  if wants replicas; then
+    # From here on every compose.sh (the tests', the clean-up's) is the replicas project.
+    export FIT_CHECK_E2E_REPLICAS=1
+    phase replicas-up start_stack "${REPLICAS_SETTINGS[@]}"
+    phase replicas-tests run_tests "$REPLICAS_TESTS"
+    stop_stack replicas-down last
+  fi
 }
 
 cmd_clean() {
@@ -178,6 +226,7 @@ cmd_clean() {
   trap '"$E2E_DIR/engine.sh" stop' EXIT
   "$E2E_DIR/engine.sh" start
   "$COMPOSE" down --volumes --remove-orphans >/dev/null 2>&1 || true
+  FIT_CHECK_E2E_REPLICAS=1 "$COMPOSE" down --volumes --remove-orphans >/dev/null 2>&1 || true
   local images
   mapfile -t images < <("$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}' \
     | grep "^$IMAGE_PREFIX/" || true)

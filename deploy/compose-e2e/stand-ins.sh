@@ -10,6 +10,10 @@
 #   jaegertracing/jaeger:2.13.0                  Jaeger build-tools.sh builds (Go module)
 #   victoriametrics/victoria-logs:v1.52.1        VictoriaLogs build-tools.sh builds
 #   prom/prometheus:v2.42.0                      Debian's prometheus in a minbase rootfs
+#   redis:7.0                                    Debian's redis-server in a minbase rootfs
+#   nginx:1.22                                   Debian's nginx in a minbase rootfs
+#
+# (the last two for docker-compose.replicas.yml, named in docker-compose.replicas.e2e.yml)
 #
 # Each image carries the key of its inputs (Dockerfile, binary, package list) as a label
 # and is rebuilt only when that key changes; the root file systems are cached as tar
@@ -93,6 +97,18 @@ from_binary() {
   rm -rf "$context"
 }
 
+# on_rootfs IMAGE STANDS_FOR DOCKERFILE TAR: TAR imported as a base image (its own
+# fit-check-e2e/rootfs-<name> image, tagged with the tar's key), then DOCKERFILE built on
+# it (as the build argument ROOTFS_IMAGE) with stand-ins/ as its context.
+on_rootfs() {
+  local image=$1 stands_for=$2 dockerfile=$3 tar=$4 base key name
+  name=$(basename "$tar" .tar)
+  base="$IMAGE_PREFIX/rootfs-${name%-*}:$name"
+  imported "$base" "the root file system of $stands_for" "$tar"
+  key=$({ cat "$dockerfile" && echo "$base"; } | sha256_text)
+  build "$image" "$key" "$stands_for" "$dockerfile" "$STANDS" --build-arg "ROOTFS_IMAGE=$base"
+}
+
 # imported IMAGE STANDS_FOR TAR [CHANGES...]: `docker import` of TAR with a PATH (an
 # imported image has no environment), unless IMAGE already holds that TAR.
 imported() {
@@ -135,8 +151,10 @@ from_binary "$IMAGE_PREFIX/victoria-logs:v1.52.1" victoriametrics/victoria-logs:
 # The time zones of the classic web UI's date picker (214 MB) are left out: the API is
 # what is queried.
 prometheus_tar=$(rootfs prometheus prometheus,busybox-static '/usr/share/javascript/moment-timezone/*')
-prometheus_base="$IMAGE_PREFIX/rootfs-prometheus:$(basename "$prometheus_tar" .tar)"
-imported "$prometheus_base" "the root file system of prom/prometheus:v2.42.0" "$prometheus_tar"
-prometheus_key=$({ cat "$STANDS/prometheus.Dockerfile" && echo "$prometheus_base"; } | sha256_text)
-build "$IMAGE_PREFIX/prometheus:v2.42.0" "$prometheus_key" prom/prometheus:v2.42.0 \
-  "$STANDS/prometheus.Dockerfile" "$STANDS" --build-arg "ROOTFS_IMAGE=$prometheus_base"
+on_rootfs "$IMAGE_PREFIX/prometheus:v2.42.0" prom/prometheus:v2.42.0 \
+  "$STANDS/prometheus.Dockerfile" "$prometheus_tar"
+
+redis_tar=$(rootfs redis redis-server)
+on_rootfs "$IMAGE_PREFIX/redis:7.0" redis:7.0 "$STANDS/redis.Dockerfile" "$redis_tar"
+nginx_tar=$(rootfs nginx nginx)
+on_rootfs "$IMAGE_PREFIX/nginx:1.22" nginx:1.22 "$STANDS/nginx.Dockerfile" "$nginx_tar"
