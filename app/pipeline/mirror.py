@@ -26,6 +26,9 @@ log = logging.getLogger("fit_check.session")
 #: 20-50 ms apart, so a write carries a few). A reader on another replica sees a frame at
 #: most this much later than the producer's own reader.
 FLUSH_S = 0.05
+#: A write carries at most this many bytes of frames (Redis holds a command's arguments
+#: while it runs it: a flood's backlog is written in slices, not as one large command).
+MAX_WRITE_BYTES = 64 * 1024
 
 
 class MirroredSession(Protocol):
@@ -153,20 +156,21 @@ class SessionMirror:
             frames = session.frames_from(first) or []
         if not frames and self._opened:
             return
-        numbered = list(enumerate(frames, self._next))
-        terminal = session.terminal_seq
-        written_terminal = terminal is not None and terminal < self._next + len(frames)
-        await self._store.write(
-            session.key,
-            numbered,
-            terminal_seq=terminal if written_terminal else None,
-            first_seq=session.first_seq,
-            opening=None if self._opened else (session.session_id, session.traceparent),
-        )
-        self._opened = True
-        self._next += len(frames)
-        if written_terminal:
-            self._terminal_written = True
+        for batch in _batches(frames):
+            numbered = list(enumerate(batch, self._next))
+            terminal = session.terminal_seq
+            written_terminal = terminal is not None and terminal < self._next + len(batch)
+            await self._store.write(
+                session.key,
+                numbered,
+                terminal_seq=terminal if written_terminal else None,
+                first_seq=session.first_seq,
+                opening=None if self._opened else (session.session_id, session.traceparent),
+            )
+            self._opened = True
+            self._next += len(batch)
+            if written_terminal:
+                self._terminal_written = True
 
     async def _renew(self) -> None:
         session = self._session
@@ -181,3 +185,17 @@ class SessionMirror:
             )
         self._renewed_at = time.monotonic()
         session.remote_reader(state)
+
+
+def _batches(frames: list[bytes]) -> list[list[bytes]]:
+    """``frames`` in consecutive slices of at most ``MAX_WRITE_BYTES`` (a larger frame
+    alone); one empty slice when there are none (the opening write)."""
+    batches: list[list[bytes]] = [[]]
+    size = 0
+    for frame in frames:
+        if batches[-1] and size + len(frame) > MAX_WRITE_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(frame)
+        size += len(frame)
+    return batches

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT
 
 from otel.facade import Telemetry
 
@@ -62,12 +62,15 @@ redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
 return -1
 """
-# Frames appended in one command with five arguments, whatever their number (the
-# client's cost is per argument): ARGV[1] the trim point (MINID, or ""), ARGV[2] the
-# terminal frame's entry id (or ""), ARGV[3] the first frame's sequence number, ARGV[4]
-# the frames' lengths ("12,80,7"), ARGV[5] the frames one after another. A frame written
-# before a lost answer is written again: Redis refuses its id, as it should (pcall).
-_APPEND = """
+# One write of a producer, in one command whatever it carries (a client's cost is per
+# command and argument; Redis runs it atomically). KEYS: the stream, the meta hash, the
+# lease, the cap, the feedback key. ARGV: 1 the trim point (MINID, or ""), 2 the terminal
+# frame's entry id (or ""), 3 the first frame's sequence number, 4 the frames' lengths
+# ("12,80,7"), 5 the frames one after another, 6 the session id (only with the first
+# write, else ""), 7 its traceparent, 8 the terminal sequence number (or ""), 9 the resume
+# window (ms), 10 the lease (ms), 11 the feedback window (s), 12 the stream key. A frame
+# written before a lost answer is written again: Redis refuses its id, as it should.
+_WRITE = """
 local stream, blob = KEYS[1], ARGV[5]
 local seq, pos = tonumber(ARGV[3]), 1
 for length in string.gmatch(ARGV[4], '%d+') do
@@ -82,15 +85,43 @@ for length in string.gmatch(ARGV[4], '%d+') do
   pos, seq = pos + n, seq + 1
 end
 if ARGV[1] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[1]) end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[2], 'sid', ARGV[6], 'tp', ARGV[7])
+  redis.call('SET', KEYS[5], ARGV[6] .. '\\n' .. ARGV[7], 'EX', ARGV[11])
+end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[2], 'term', ARGV[8])
+  redis.call('PEXPIRE', stream, ARGV[9])
+  redis.call('PEXPIRE', KEYS[2], ARGV[9])
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[12])
+elseif ARGV[6] ~= '' then
+  local ttl = tonumber(ARGV[9]) + tonumber(ARGV[10])
+  redis.call('PEXPIRE', stream, ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('SET', KEYS[3], 1, 'PX', ARGV[10])
+end
 return 1
 """
-# A streaming session's slot renewed (re-added if it lingered meanwhile).
-_RENEW_SLOT = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return 1
+# The producer is alive, in one command. KEYS: the reader marker, the lease, the stream,
+# the meta hash, the cap. ARGV: 1 the lease (ms), 2 the keys' time to live (ms), 3 the
+# trim point (MINID), 4 the entries' bound, 5 the slot: "stream", "linger" or "" (no cap),
+# 6 the stream key. Returns what a reader elsewhere reported.
+_RENEW = """
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
+redis.call('XTRIM', KEYS[3], 'MAXLEN', '~', ARGV[4])
+if ARGV[5] == 'stream' then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[5], ms + tonumber(ARGV[1]), ARGV[6])
+  redis.call('PEXPIRE', KEYS[5], 2 * tonumber(ARGV[1]))
+elseif ARGV[5] == 'linger' then
+  redis.call('ZREM', KEYS[5], ARGV[6])
+end
+return redis.call('GET', KEYS[1])
 """
 
 
@@ -159,8 +190,8 @@ class SessionStore:
         self._window_ms = max(int(resume_window_s * 1000), 1)
         self._telemetry = telemetry
         self._admit = self.client.register_script(_ADMIT)
-        self._renew_slot = self.client.register_script(_RENEW_SLOT)
-        self._append = self.client.register_script(_APPEND)
+        self._write = self.client.register_script(_WRITE)
+        self._renew = self.client.register_script(_RENEW)
         #: Whether the last call got an answer: health says so.
         self.available = True
 
@@ -223,47 +254,29 @@ class SessionStore:
         (what the producer's replay buffer holds: its byte bound); ``opening`` (session
         id, traceparent) with the first write. With the terminal frame, start the resume
         window and give up the lease and the slot."""
-        stream, meta = self.key("s:", stream_key), self.key("m:", stream_key)
+        session_id, traceparent = opening or ("", None)
+        keys: list[KeyT] = [
+            self.key("s:", stream_key),
+            self.key("m:", stream_key),
+            self.key("lease:", stream_key),
+            self.key("cap"),
+            self.key("fb:", stream_key),
+        ]
         args: list[EncodableT] = [
             _entry_id(first_seq) if first_seq > 0 else "",
             "" if terminal_seq is None else _entry_id(terminal_seq),
             frames[0][0] if frames else 0,
             ",".join(str(len(data)) for _, data in frames),
             b"".join(data for _, data in frames),
+            session_id,
+            traceparent or "",
+            "" if terminal_seq is None else terminal_seq,
+            self._window_ms,
+            self._lease_ms,
+            self._feedback_window_s,
+            stream_key,
         ]
-
-        async def append() -> None:
-            await self._append(keys=[stream], args=args)
-
-        async def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            if frames:
-                await self._append(keys=[stream], args=args, client=pipe)
-            if opening is not None:
-                session_id, traceparent = opening
-                pipe.hset(meta, mapping={"sid": session_id, "tp": traceparent or ""})
-                # What a verdict on it needs, for the feedback window (on any replica).
-                pipe.set(
-                    self.key("fb:", stream_key),
-                    f"{session_id}\n{traceparent or ''}",
-                    ex=self._feedback_window_s,
-                )
-            if terminal_seq is not None:
-                pipe.hset(meta, "term", str(terminal_seq))
-                pipe.pexpire(stream, self._window_ms)
-                pipe.pexpire(meta, self._window_ms)
-                pipe.delete(self.key("lease:", stream_key))
-                pipe.zrem(self.key("cap"), stream_key)
-            elif opening is not None:
-                ttl = self._window_ms + self._lease_ms
-                pipe.pexpire(stream, ttl)
-                pipe.pexpire(meta, ttl)
-                pipe.set(self.key("lease:", stream_key), 1, px=self._lease_ms)
-            await pipe.execute()
-
-        # Most writes are frames only: one command, no pipeline.
-        plain = opening is None and terminal_seq is None
-        await self._call("write", append if plain else run)
+        await self._call("write", lambda: self._write(keys=keys, args=args))
 
     async def renew(
         self, stream_key: str, *, first_seq: int, streaming: bool, capped: bool
@@ -271,26 +284,23 @@ class SessionStore:
         """The producer is alive: its lease, its keys' expiry, its stream trimmed to
         ``first_seq`` (what its replay buffer holds) and, when ``capped``, its slot in the
         cap while it streams. Returns what a reader elsewhere reported (:meth:`reader_at`)."""
-        stream = self.key("s:", stream_key)
-
-        async def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            ttl = self._window_ms + self._lease_ms
-            pipe.get(self.key("r:", stream_key))
-            pipe.set(self.key("lease:", stream_key), 1, px=self._lease_ms)
-            pipe.pexpire(stream, ttl)
-            pipe.pexpire(self.key("m:", stream_key), ttl)
-            pipe.xtrim(stream, minid=_entry_id(first_seq), approximate=False)
-            pipe.xtrim(stream, maxlen=MAX_ENTRIES, approximate=True)
-            if capped and not streaming:
-                pipe.zrem(self.key("cap"), stream_key)
-            results: list[Any] = await pipe.execute()
-            if capped and streaming:
-                await self._renew_slot(keys=[self.key("cap")], args=[stream_key, self._lease_ms])
-            return results
-
-        results = await self._call("renew", run)
-        reader: bytes | None = results[0]
+        keys: list[KeyT] = [
+            self.key("r:", stream_key),
+            self.key("lease:", stream_key),
+            self.key("s:", stream_key),
+            self.key("m:", stream_key),
+            self.key("cap"),
+        ]
+        slot = "" if not capped else "stream" if streaming else "linger"
+        args: list[EncodableT] = [
+            self._lease_ms,
+            self._window_ms + self._lease_ms,
+            _entry_id(first_seq),
+            MAX_ENTRIES,
+            slot,
+            stream_key,
+        ]
+        reader: bytes | None = await self._call("renew", lambda: self._renew(keys=keys, args=args))
         return None if reader is None else reader.decode()
 
     async def reader_state(self, stream_key: str) -> str | None:

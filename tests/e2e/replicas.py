@@ -672,6 +672,8 @@ def telemetry_env(stack: Stack, name: str) -> dict[str, str]:
     """A replica exporting to the e2e stack's collector, as ``Stack.start_service`` does."""
     collector = f"http://127.0.0.1:{stack.port('OTEL_COLLECTOR_OTLP_HTTP_PORT')}"
     return {
+        # Their own service name: the stack's exact sums count its own two services only.
+        "OTEL_SERVICE_NAME": "fit-check-replicas",
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector,
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -32,8 +32,24 @@ def fake_llm() -> Iterator[FakeLLM]:
         fake.stop()
 
 
+@pytest.fixture
+def own_services(stack: Stack) -> Iterator[None]:
+    """The services a test starts are stopped, and leave ``stack.services`` as they
+    found it (other tests count on its two)."""
+    before = list(stack.services)
+    try:
+        yield
+    finally:
+        mine = [s for s in stack.services if s not in before]
+        stack.services[:] = mine
+        stack.stop_services()
+        stack.services[:] = before
+
+
 def priced_service(stack: Stack, fake: FakeLLM, name: str, **env: str) -> Service:
     settings = {
+        # Its own service name: the stack's exact sums count its own two services only.
+        "OTEL_SERVICE_NAME": "fit-check-ops",
         "FIT_CHECK_LLM_PROVIDER": "openai",
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "sk-e2e",
@@ -47,6 +63,7 @@ def span_tags(span: dict[str, Any]) -> dict[str, Any]:
     return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
 
 
+@pytest.mark.usefixtures("own_services")
 def test_cost_is_on_the_spans_in_prometheus_and_in_the_complete_event_and_a_verdict_joins_the_trace(
     stack: Stack, fake_llm: FakeLLM
 ) -> None:
@@ -98,6 +115,7 @@ def test_cost_is_on_the_spans_in_prometheus_and_in_the_complete_event_and_a_verd
     assert logged[0]["session_id"] == session_id
 
 
+@pytest.mark.usefixtures("own_services")
 def test_the_spend_guard_refuses_then_lets_streams_in_when_the_budget_is_raised(
     stack: Stack, fake_llm: FakeLLM
 ) -> None:

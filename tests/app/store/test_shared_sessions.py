@@ -248,7 +248,8 @@ async def test_a_producer_that_stops_renewing_ends_the_remote_reader_with_interr
 
 
 async def test_the_cap_holds_across_replicas(replicas: Any) -> None:
-    a, b = await replicas(2, llm_delay_s=3.0, global_max_sessions=2)
+    # Calls bounded generously: a slow answer under load would admit (failure mode open).
+    a, b = await replicas(2, llm_delay_s=3.0, global_max_sessions=2, redis_timeout_ms=5000)
     tasks = [asyncio.create_task(read(r.client)) for r in (a, b)]
     await wait_until(lambda: bool(sessions(a)) and bool(sessions(b)), timeout_s=10)
     for replica in (a, b):
@@ -342,7 +343,13 @@ async def test_a_verdict_lands_on_any_replica_once(replicas: Any) -> None:
     _, events = await read(a.client)
     key = events[0].id.split(".")[0]
     verdict = {"stream_key": key, "rating": "up"}
+    # The other replica knows the session once its first frames are in Redis (a write
+    # every 50 ms at most): a few milliseconds after the stream began, here just now.
+    deadline = time.monotonic() + 5
     first = await b.client.post("/api/fit-check/feedback", json=verdict)
+    while first.status_code == 404 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        first = await b.client.post("/api/fit-check/feedback", json=verdict)
     again = await a.client.post("/api/fit-check/feedback", json=verdict)
     assert first.status_code == 202, first.text
     assert again.status_code == 409
