@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint e2e browser stack-tools stack stack-down up down logs bench bench-quick \
-	bench-ir bench-ab bench-attacks bench-workers mutation clean
+.PHONY: install run test lint e2e e2e-llm browser stack-tools stack stack-down up down logs bench \
+	bench-quick bench-ir bench-ab bench-attacks bench-workers mutation clean
 
 install: $(STAMP)
 
@@ -50,6 +50,14 @@ stack-down:
 e2e: install stack-tools browser
 	$(BIN)/python -m pytest -q -m e2e
 
+# A real local model behind the service: llama-cpp-python's server with SmolLM2-135M on
+# one thread, on loopback (tests/e2e_llm). deploy/local/llm-server.sh builds it into
+# ~/.cache/fit-check/llm (it compiles llama.cpp: 6 to 13 minutes on 2 cores the first time,
+# nothing after); the tests start and stop it. `deploy/local/llm-server.sh run` serves it.
+e2e-llm: install
+	deploy/local/llm-server.sh build
+	$(BIN)/python -m pytest -q -m llm
+
 # Debian's Chromium for the browser tests; Playwright (a dev dependency) drives it.
 # Playwright's own browser download cannot work here, and is not needed.
 browser:
@@ -70,19 +78,29 @@ NO_COMPOSE = make $@ needs Docker Compose v2, and neither "docker compose" nor "
 # trace decided once its request is over); the default keeps every trace at once.
 PRODUCTION_SAMPLING = FIT_CHECK_TRACE_SAMPLE_PERCENT=10 FIT_CHECK_TRACE_DECISION_WAIT=135s
 
+# REPLICAS=2 (make up, down, logs): the service as two replicas behind nginx on port 8000,
+# sharing their sessions through Redis (docker-compose.replicas.yml over
+# docker-compose.yml; how it works is at the top of that file). Unset or 1: one instance.
+REPLICA_FILES = $(if $(filter 2,$(REPLICAS)), -f docker-compose.yml -f docker-compose.replicas.yml)
+CHECK_REPLICAS = case "$(REPLICAS)" in ""|1|2) ;; \
+	  *) echo 'REPLICAS is 1 (the default) or 2' >&2; exit 1 ;; esac
+
 up:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
 	@case "$(SAMPLING)" in ""|local|production) ;; \
 	  *) echo 'SAMPLING is local (the default) or production' >&2; exit 1 ;; esac
-	$(if $(filter production,$(SAMPLING)),$(PRODUCTION_SAMPLING) )$(COMPOSE) up -d --build
+	@$(CHECK_REPLICAS)
+	$(if $(filter production,$(SAMPLING)),$(PRODUCTION_SAMPLING) )$(COMPOSE)$(REPLICA_FILES) up -d --build
 
 down:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
-	$(COMPOSE) down
+	@$(CHECK_REPLICAS)
+	$(COMPOSE)$(REPLICA_FILES) down
 
 logs:
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
-	$(COMPOSE) logs -f fit-check
+	@$(CHECK_REPLICAS)
+	$(COMPOSE)$(REPLICA_FILES) logs -f fit-check$(if $(filter 2,$(REPLICAS)), fit-check-2)
 
 # docker-compose.yml itself on a real Docker engine with no container registry, as its
 # own project (fit-check-e2e): Debian's docker.io and a dockerd when none runs (stopped
