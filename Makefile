@@ -4,10 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint e2e e2e-llm browser stack-tools stack stack-down up down logs bench \
-	bench-quick bench-ir bench-ab bench-attacks bench-workers mutation clean
+.PHONY: help install run test lint format e2e e2e-llm browser stack-tools stack stack-down up down \
+	logs bench bench-quick bench-ir bench-ab bench-attacks bench-workers mutation clean
 
-install: $(STAMP)
+help: ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  \1\t\2/' \
+	  | expand -t 18
+
+install: $(STAMP) ## the virtualenv with the service and its dev tools (only when pyproject.toml changed)
 
 # Reinstall only when the dependency list changes. setuptools announces every editable
 # install with an "Editable installation" warning banner, which only says that it is one:
@@ -19,15 +23,19 @@ $(STAMP): pyproject.toml
 	  $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: install
+run: install ## the service on http://127.0.0.1:8000, offline providers, no key, no Docker
 	$(BIN)/fit-check serve
 
-test: install
+test: install ## unit, in-process and real-process tests (under 5 minutes)
 	$(BIN)/python -m pytest -q
+
+format: install ## ruff --fix and ruff format over the tree
+	$(BIN)/ruff check --fix app otel tests bench
+	$(BIN)/ruff format app otel tests bench
 
 # Style, strict types (mypy --strict with the pydantic plugin) and the import rules
 # (import-linter contracts in pyproject.toml).
-lint: install
+lint: install ## ruff, ruff format --check, mypy --strict and the import-linter contracts
 	$(BIN)/ruff check app otel tests bench
 	$(BIN)/ruff format --check app otel tests bench
 	$(BIN)/mypy app otel tests bench
@@ -36,31 +44,31 @@ lint: install
 # --- the telemetry stack -------------------------------------------------------------
 # Local processes (no Docker): the real Collector (built with ocb), Jaeger v2 (built from
 # its Go module) and Debian's Prometheus, cached under ~/.cache/fit-check.
-stack-tools:
+stack-tools: ## build or install the stack's binaries into ~/.cache/fit-check
 	WITH_COMPOSE=1 deploy/local/build-tools.sh
 
-stack: install stack-tools
+stack: install stack-tools ## the telemetry stack and the service as local processes (no Docker)
 	deploy/local/stack.sh up --with-service
 
-stack-down:
+stack-down: ## stop what make stack started
 	deploy/local/stack.sh down
 
 # End-to-end tests against that stack (started and stopped by the tests themselves), and
 # in a real browser.
-e2e: install stack-tools browser
+e2e: install stack-tools browser ## end-to-end tests against the real stack, replicas behind nginx and Chromium
 	$(BIN)/python -m pytest -q -m e2e
 
 # A real local model behind the service: llama-cpp-python's server with SmolLM2-135M on
 # one thread, on loopback (tests/e2e_llm). deploy/local/llm-server.sh builds it into
 # ~/.cache/fit-check/llm (it compiles llama.cpp: 6 to 13 minutes on 2 cores the first time,
 # nothing after); the tests start and stop it. `deploy/local/llm-server.sh run` serves it.
-e2e-llm: install
+e2e-llm: install ## a real local model (llama.cpp, SmolLM2-135M) behind the service
 	deploy/local/llm-server.sh build
 	$(BIN)/python -m pytest -q -m llm
 
 # Debian's Chromium for the browser tests; Playwright (a dev dependency) drives it.
 # Playwright's own browser download cannot work here, and is not needed.
-browser:
+browser: ## Debian's Chromium for the browser tests
 	@command -v chromium >/dev/null || { \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -qq chromium >/dev/null \
@@ -85,19 +93,19 @@ REPLICA_FILES = $(if $(filter 2,$(REPLICAS)), -f docker-compose.yml -f docker-co
 CHECK_REPLICAS = case "$(REPLICAS)" in ""|1|2) ;; \
 	  *) echo 'REPLICAS is 1 (the default) or 2' >&2; exit 1 ;; esac
 
-up:
+up: ## the compose stack (REPLICAS=2: two replicas behind nginx; SAMPLING=production)
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
 	@case "$(SAMPLING)" in ""|local|production) ;; \
 	  *) echo 'SAMPLING is local (the default) or production' >&2; exit 1 ;; esac
 	@$(CHECK_REPLICAS)
 	$(if $(filter production,$(SAMPLING)),$(PRODUCTION_SAMPLING) )$(COMPOSE)$(REPLICA_FILES) up -d --build
 
-down:
+down: ## stop the compose stack
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
 	@$(CHECK_REPLICAS)
 	$(COMPOSE)$(REPLICA_FILES) down
 
-logs:
+logs: ## follow the service's logs in the compose stack
 	@test -n "$(COMPOSE)" || { echo '$(NO_COMPOSE)' >&2; exit 1; }
 	@$(CHECK_REPLICAS)
 	$(COMPOSE)$(REPLICA_FILES) logs -f fit-check$(if $(filter 2,$(REPLICAS)), fit-check-2)
@@ -108,40 +116,40 @@ logs:
 # the service image from deploy/Dockerfile and a wheelhouse, every service but Grafana,
 # then pytest -m compose (tests/e2e_compose) and `down -v`. As root (apt, dockerd).
 .PHONY: e2e-compose
-e2e-compose: install stack-tools
+e2e-compose: install stack-tools ## docker-compose.yml on a real Docker engine with no registry, checked
 	deploy/compose-e2e/run.sh
 
 # --- benchmarks (bench/, results in docs/performance.md) -----------------------------
-bench: install
+bench: install ## latency, throughput and instruction counts (long)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.ir
 
-bench-quick: install
+bench-quick: install ## a short latency and throughput run
 	$(BIN)/python -m bench.run --quick
 
 # Instructions per stream under valgrind (deterministic, about ten minutes): to decide
 # between changes. /health latency under hostile clients (about a minute).
-bench-ir: install
+bench-ir: install ## instructions per stream under valgrind: to decide between changes
 	$(BIN)/python -m bench.ir
 
-bench-attacks: install
+bench-attacks: install ## /health latency under hostile clients
 	$(BIN)/python -m bench.attacks
 
 # Full telemetry against none: 12 alternated rounds and the p99 at 50 ms providers
 # (about 4 minutes; the same rows of `make bench`).
-bench-ab: install
+bench-ab: install ## full telemetry against none, alternated rounds
 	$(BIN)/python -m bench.ab
 
 # One worker against two, side by side (about 3 minutes).
-bench-workers: install
+bench-workers: install ## one worker against two
 	$(BIN)/python -m bench.workers
 
 # Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (about an
 # hour for all six on 2 cores), not in CI: docs/testing.md.
-mutation: install
+mutation: install ## mutation testing of the modules in pyproject.toml (about an hour)
 	$(BIN)/python -m tests.mutate_declarations
 	rm -rf mutants
 	$(BIN)/mutmut run; $(BIN)/mutmut results
 
-clean:
+clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache
