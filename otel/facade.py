@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -300,6 +301,11 @@ class Telemetry:
         self._instruments.observe_state(
             active_sessions=active_sessions, breaker_states=breaker_states
         )
+
+    @staticmethod
+    def scrape_authorised(authorization: str | None, token: str) -> bool:
+        """Whether a scrape's ``Authorization`` header carries the metrics token."""
+        return bearer_token_matches(authorization, token)
 
     def render_metrics(self, accept: str | None) -> tuple[bytes, str] | None:
         """The Prometheus exposition for ``/metrics``, or None when metrics are disabled."""
@@ -698,3 +704,13 @@ class Telemetry:
             span.set_attributes(content)
         if on_events(self._content_capture):
             span.add_event("gen_ai.client.inference.operation.details", content)
+
+
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``; the scheme is case-insensitive (RFC 9110 11.1)."""
+    if not authorization:
+        return False
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        credentials.strip().encode(), token.encode()
+    )

@@ -6,7 +6,6 @@ The same rules hold for ``/metrics`` on the public port and on a port of its own
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,17 +14,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 
+from otel.facade import bearer_token_matches
+
 Render = Callable[[str | None], tuple[bytes, str]]
-
-
-def bearer_token_matches(authorization: str | None, token: str) -> bool:
-    """``Authorization: Bearer <token>``; the scheme is case-insensitive (RFC 9110 11.1)."""
-    if not authorization:
-        return False
-    scheme, _, credentials = authorization.strip().partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(
-        credentials.strip().encode(), token.encode()
-    )
 
 
 def exposition_renderer(registry: CollectorRegistry) -> Render:

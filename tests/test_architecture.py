@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 BUSINESS_MODULES = ("app.service", "app.api.routes", "app.pipeline.session", "app.cli")
 
@@ -30,3 +32,59 @@ def test_the_facade_loads_neither_fastapi_nor_instrumentation() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+#: What business code may import of otel/: the facade, and the content capture modes its
+#: settings name. Everything else is wiring, for the composition root (app/asgi.py) only.
+OTEL_ALLOWED = {"otel.facade", "otel.content"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_business_code_imports_only_the_allowed_telemetry_modules() -> None:
+    """An allow-list, not a deny-list: a new otel module is wiring until named here."""
+    offending = {
+        str(path.relative_to(ROOT)): sorted(used)
+        for path in sorted((ROOT / "app").rglob("*.py"))
+        if path != ROOT / "app" / "asgi.py"
+        if (used := {m for m in _imports(path) if m.split(".")[0] == "otel"} - OTEL_ALLOWED)
+    }
+    assert not offending, offending
+
+
+def test_the_import_graph_of_app_and_otel_has_no_cycle() -> None:
+    """Module-level and lazy imports alike (a lazy import that dodges a cycle is one)."""
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for top in ("app", "otel")
+        for path in (ROOT / top).rglob("*.py")
+    }
+    graph = {
+        name: {m for m in _imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        assert name not in visiting, f"import cycle: {' -> '.join((*trail, name))}"
+        visiting.add(name)
+        for imported in sorted(graph[name]):
+            visit(imported, (*trail, name))
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())

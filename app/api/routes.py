@@ -28,7 +28,6 @@ from app.pipeline.remote_stream import remote_frames
 from app.pipeline.session import SessionRun
 from app.service import FitCheckService, HealthResponse, RemoteSession, SessionStoreUnavailable
 from otel.facade import Telemetry, TraceRef
-from otel.scrape import bearer_token_matches
 
 SHUTTING_DOWN_RETRY_AFTER_S = 1
 
@@ -390,7 +389,7 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
         return error_response(
             404, "NOT_FOUND", f"metrics are served on port {settings.metrics_port}"
         )
-    if settings.metrics_token is not None and not bearer_token_matches(
+    if settings.metrics_token is not None and not service.telemetry.scrape_authorised(
         request.headers.get("authorization"), settings.metrics_token
     ):
         return error_response(
