@@ -25,7 +25,7 @@ from app.pipeline.phases import FitCheckPipeline
 from app.pipeline.session import SessionRun
 from app.providers.factory import Providers
 from app.providers.prices import PriceTable
-from app.rejections import REJECTION_REASONS
+from app.rejections import REJECTION_REASONS, RejectionReason
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.stream_timeouts import StreamLimits
 from app.store.redis_log import SessionStore, StoredSession, StoreUnavailable
@@ -169,6 +169,11 @@ class FitCheckService:
             breaker_states=lambda: {n: STATE_VALUES[b.state] for n, b in breakers.items()},
         )
         return service
+
+    def reject(self, reason: RejectionReason) -> None:
+        """Count a request refused before any work started (a closed set of reasons: a
+        misspelt one is a type error here, not a new label in the metrics)."""
+        self.telemetry.rejected(reason)
 
     # --- sessions -----------------------------------------------------------------------
     async def open_session(self, request: FitCheckRequest, client: str = "") -> SessionRun:

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from app.api.direct_send import body_frames_direct
+from app.api.direct_send import DirectEventSourceResponse, body_frames_direct
 from app.api.errors import error_response
 from app.api.schemas import (
     SSE_DESCRIPTION,
@@ -52,7 +52,7 @@ LastEventIdHeader = Annotated[
 ]
 
 
-class SessionStreamResponse(EventSourceResponse):
+class SessionStreamResponse(DirectEventSourceResponse):
     """An SSE response reading a session from event ``after`` on.
 
     The response that opened the session (``after`` is None) starts it and, when its own
@@ -72,9 +72,10 @@ class SessionStreamResponse(EventSourceResponse):
     ) -> None:
         # The send timeout: a connection that takes nothing (a client that stopped
         # reading) is closed instead of holding its session for good.
-        super().__init__(
-            run.frames(after), ping=ping_s, headers=headers, send_timeout=send_timeout_s
-        )
+        # The session writes its frames straight to this response while it waits for
+        # them (``DirectEventSourceResponse.write_now``).
+        frames = run.frames(after, writer=self)
+        super().__init__(frames, ping=ping_s, headers=headers, send_timeout=send_timeout_s)
         # Connection is hop-by-hop: the server decides (HTTP/1.0 clients get `close`).
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"connection"]
         self._run = run
@@ -179,7 +180,7 @@ def _client(request: Request) -> str:
 
 
 def _store_unavailable(service: FitCheckService, message: str) -> Response:
-    service.telemetry.rejected("session_store_unavailable")
+    service.reject("session_store_unavailable")
     return error_response(
         503,
         "SESSION_STORE_UNAVAILABLE",
@@ -193,9 +194,8 @@ async def _open_stream(
 ) -> Response:
     if last_event_id:  # an empty one names no stream: a client's first connection
         return await _resume_stream(service, last_event_id)
-    telemetry = service.telemetry
     if service.draining:
-        telemetry.rejected("shutting_down")
+        service.reject("shutting_down")
         return error_response(
             503,
             "SHUTTING_DOWN",
@@ -205,12 +205,12 @@ async def _open_stream(
     try:
         run = await service.open_session(body, client)
     except SessionLimitReached as exc:
-        telemetry.rejected("rate_limited")
+        service.reject("rate_limited")
         return error_response(
             429, "RATE_LIMITED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         )
     except BudgetExceeded as exc:
-        telemetry.rejected("budget_exceeded")
+        service.reject("budget_exceeded")
         return error_response(
             429, "BUDGET_EXCEEDED", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         )
@@ -238,14 +238,14 @@ async def _resume_stream(service: FitCheckService, last_event_id: str) -> Respon
     last = parse_last_event_id(last_event_id)
     resumed = None if last is None else await service.resumable(last)
     if resumed is None or resumed == "future":
-        service.telemetry.rejected("invalid_request")
+        service.reject("invalid_request")
         return error_response(
             400, "INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id this service sent"
         )
     if resumed == "gone":
         return Response(status_code=204)
     if resumed == "limit":
-        service.telemetry.rejected("rate_limited")
+        service.reject("rate_limited")
         return error_response(
             429,
             "RECONNECT_LIMIT",
@@ -331,7 +331,7 @@ async def feedback(
     if verdict == "duplicate":
         return error_response(409, "FEEDBACK_EXISTS", "this session has its verdict already")
     if verdict == "rate_limited":
-        service.telemetry.rejected("rate_limited")
+        service.reject("rate_limited")
         return error_response(
             429,
             "RATE_LIMITED",
