@@ -31,6 +31,7 @@ from app.api.origins import JsonCORSMiddleware, OriginGate
 from app.api.routes import router, stream_get
 from app.api.schemas import document_sse_events
 from app.config import Settings
+from app.models import error_json
 from app.providers.factory import Providers, build_providers
 from app.server import DrainingServer, server_config
 from app.service import FitCheckService
@@ -89,7 +90,12 @@ def build_app(
         providers = build_providers(settings, trace_http)
     service = FitCheckService.build(settings, telemetry, providers)
     if settings.metrics_port is not None:
-        runtime.serve_metrics(settings.metrics_host, settings.metrics_port, settings.metrics_token)
+        runtime.serve_metrics(
+            settings.metrics_host,
+            settings.metrics_port,
+            settings.metrics_token,
+            unauthorised=error_json("UNAUTHORIZED", "metrics need a bearer token"),
+        )
 
     if service.store is not None:
         instrument_redis(service.store.client, runtime.tracer_provider)

@@ -104,3 +104,23 @@ class FeedbackRequest(BaseModel):
                 "comment must not contain control characters, bidi overrides or lone surrogates"
             )
         return value
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `query`.")
+    rule: str = Field(description="The rule it broke, e.g. `string_too_long`.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer of the API has this shape."""
+
+    code: str = Field(description="INVALID_QUERY, RATE_LIMITED, PAYLOAD_TOO_LARGE, NOT_FOUND...")
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+def error_json(code: str, message: str) -> bytes:
+    """The one JSON error body, for a refusal sent below the app (the server's own, the
+    metrics port's): the same shape as every API error (``ErrorBody``)."""
+    return ErrorBody(code=code, message=message).model_dump_json().encode()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import signal
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from app.models import error_json
 from app.rejections import RejectionReason
 
 log = logging.getLogger("fit_check.server")
@@ -59,7 +59,7 @@ _WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 def _json_error(status: int, code: str, message: str) -> bytes:
-    body = json.dumps({"code": code, "message": message, "errors": []}).encode()
+    body = error_json(code, message)
     return (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -39,9 +39,11 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve_metrics_port(
-    render: Render, host: str, port: int, token: str | None
+    render: Render, host: str, port: int, token: str | None, unauthorised: bytes
 ) -> tuple[WSGIServer, int]:
-    """Serve the exposition on its own port from a daemon thread; returns (server, port)."""
+    """Serve the exposition on its own port from a daemon thread; returns (server, port).
+    ``unauthorised`` is the JSON body of a scrape without the token (the service's one
+    error shape, given by the composition root)."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if token is not None and not bearer_token_matches(environ.get("HTTP_AUTHORIZATION"), token):
@@ -49,7 +51,7 @@ def serve_metrics_port(
                 "401 Unauthorized",
                 [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")],
             )
-            return [b'{"code":"UNAUTHORIZED","message":"metrics need a bearer token","errors":[]}']
+            return [unauthorised]
         body, content_type = render(environ.get("HTTP_ACCEPT"))
         start_response("200 OK", [("Content-Type", content_type)])
         return [body]

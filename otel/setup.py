@@ -95,7 +95,9 @@ class TelemetryRuntime:
         """The port ``serve_metrics`` bound, if it was called."""
         return None if self._metrics_server is None else self._metrics_server.server_port
 
-    def serve_metrics(self, host: str, port: int, token: str | None = None) -> int | None:
+    def serve_metrics(
+        self, host: str, port: int, token: str | None = None, unauthorised: bytes = b"{}"
+    ) -> int | None:
         """Serve ``/metrics`` on a port of its own (kept off the public one); returns it.
 
         ``token``, when set, is required there too, as on the public port.
@@ -103,7 +105,7 @@ class TelemetryRuntime:
         if self.registry is None:
             return None
         self._metrics_server, bound = serve_metrics_port(
-            exposition_renderer(self.registry), host, port, token
+            exposition_renderer(self.registry), host, port, token, unauthorised
         )
         return bound
 

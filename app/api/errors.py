@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from app.api.schemas import ErrorBody, FieldError
-from app.models import FeedbackRequest, FitCheckRequest
+from app.models import ErrorBody, FeedbackRequest, FieldError, FitCheckRequest
 from app.rejections import RejectionReason
 
 #: Field names an error may name; anything else in a location came from the client.

@@ -15,12 +15,11 @@ from app.api.direct_send import DirectEventSourceResponse, body_frames_direct
 from app.api.errors import error_response
 from app.api.schemas import (
     SSE_DESCRIPTION,
-    ErrorBody,
     LivenessResponse,
     ReadinessResponse,
     sse_event_schema,
 )
-from app.models import FeedbackRequest, FitCheckRequest
+from app.models import ErrorBody, FeedbackRequest, FitCheckRequest
 from app.pipeline.budget import BudgetExceeded
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.live_sessions import SessionLimitReached

@@ -5,23 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from app.pipeline.events import EVENT_PAYLOADS
-
-
-class FieldError(BaseModel):
-    field: str = Field(description="Dotted path of the offending field, e.g. `query`.")
-    rule: str = Field(description="The rule it broke, e.g. `string_too_long`.")
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx answer of the API has this shape."""
-
-    code: str = Field(description="INVALID_QUERY, RATE_LIMITED, PAYLOAD_TOO_LARGE, NOT_FOUND...")
-    message: str
-    errors: list[FieldError] = Field(default_factory=list)
 
 
 class LivenessResponse(BaseModel):
