@@ -9,12 +9,14 @@ from the environment, sets up logging and telemetry, and builds the app.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -45,27 +47,22 @@ from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 
+#: ``TelemetryConfig`` fields whose setting has another name (the standard variable's).
+_SETTING_OF = {"service_name": "otel_service_name", "sdk_disabled": "otel_sdk_disabled"}
+#: ``TelemetryConfig`` fields that are not settings.
+_NOT_SETTINGS = frozenset({"service_version", "shutdown_timeout_s"})
+
+
 def telemetry_config(settings: Settings) -> TelemetryConfig:
-    return TelemetryConfig(
-        service_name=settings.otel_service_name,
-        service_version=__version__,
-        environment=settings.environment,
-        sdk_disabled=settings.otel_sdk_disabled,
-        otlp_protocol=settings.otlp_protocol,
-        otlp_endpoint=settings.otlp_endpoint,
-        otlp_traces_endpoint=settings.otlp_traces_endpoint,
-        otlp_metrics_endpoint=settings.otlp_metrics_endpoint,
-        traces_exporters=settings.traces_exporters,
-        metrics_exporters=settings.metrics_exporters,
-        capture_content=settings.capture_content,
-        content_capture=settings.content_capture,
-        content_redact_pattern=settings.content_redact_pattern,
-        span_batch_size=settings.span_batch_size,
-        span_queue_size=settings.span_queue_size,
-        span_processor=settings.span_processor,
-        recent_traces=settings.recent_traces,
-        recent_traces_bytes=settings.recent_traces_bytes,
-    )
+    """The telemetry's plain values, each read from the setting of the same name: a
+    setting added to ``TelemetryConfig`` needs no line here (and a test checks every one
+    has its setting)."""
+    values: dict[str, Any] = {
+        field.name: getattr(settings, _SETTING_OF.get(field.name, field.name))
+        for field in dataclasses.fields(TelemetryConfig)
+        if field.name not in _NOT_SETTINGS
+    }
+    return TelemetryConfig(service_version=__version__, **values)
 
 
 def build_app(

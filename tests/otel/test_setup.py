@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from app import __version__
 from app.asgi import build_app, telemetry_config
 from otel.resource import build_resource
 from otel.setup import TelemetryConfig, setup_telemetry
@@ -233,3 +234,20 @@ async def test_fastotel_that_cannot_serve_falls_back_to_the_stock_processor(
         assert sum(batches) >= 10
     else:
         await asyncio.to_thread(runtime.shutdown)
+
+
+def test_the_telemetry_config_takes_each_field_from_its_setting() -> None:
+    """No hand-copied list: every field but the version and the shutdown bound comes
+    from the setting of its name (a field without one fails here)."""
+    settings = make_settings(
+        otel_service_name="fit-check-x",
+        span_batch_size=7,
+        recent_traces=3,
+        capture_message_content="EVENT_ONLY",
+    )
+    config = telemetry_config(settings)
+    assert config.service_name == "fit-check-x"
+    assert config.span_batch_size == 7
+    assert config.recent_traces == 3
+    assert config.content_capture == "EVENT_ONLY"
+    assert config.service_version == __version__
