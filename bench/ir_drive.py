@@ -1,12 +1,15 @@
 """The program bench/ir.py counts: N offline streams through the app, in process.
 
 Run as a file (``python bench/ir_drive.py N``) so that ``app`` comes from ``PYTHONPATH``:
-the checkout being counted, which may be another one than this.
+the checkout being counted, which may be another one than this. ``BENCH_LOOP=uvloop``
+runs it on uvloop, the loop uvicorn picks in production (``asyncio``, the default, is
+the standard library's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import httpx
@@ -30,4 +33,9 @@ async def drive(streams: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(drive(int(sys.argv[1])))
+    if os.environ.get("BENCH_LOOP", "asyncio") == "uvloop":
+        import uvloop
+
+        uvloop.run(drive(int(sys.argv[1])))
+    else:
+        asyncio.run(drive(int(sys.argv[1])))

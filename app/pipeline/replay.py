@@ -3,8 +3,9 @@ client may ask for again."""
 
 from __future__ import annotations
 
-from collections import deque
-from itertools import islice
+#: Dropped frames are removed from the front of the list once they are this many and half
+#: of it: one move of the rest per that many drops, so each costs O(1) on average.
+_COMPACT_AFTER = 64
 
 
 class ReplayBuffer:
@@ -15,12 +16,19 @@ class ReplayBuffer:
     allowance bounds what is kept *for reconnects*, and the session bounds the unsent part
     separately, by making its producer wait (``SessionRun``'s backpressure). So the buffer
     holds at most ``max_bytes`` of sent frames plus the session's send allowance.
+
+    Every operation costs what it returns or moves, never the frames before it: frame
+    ``seq`` is at ``_frames[_head + seq - _first_seq]`` (a list indexed directly, not a
+    deque walked from its left end), so a long report's last write costs what its first
+    did.
     """
 
-    __slots__ = ("_first_seq", "_frames", "_keep_from", "_max_bytes", "_size", "_unsent")
+    __slots__ = ("_first_seq", "_frames", "_head", "_keep_from", "_max_bytes", "_size", "_unsent")
 
     def __init__(self, max_bytes: int) -> None:
-        self._frames: deque[bytes] = deque()
+        #: Frames held are ``_frames[_head:]``; the ones before were dropped.
+        self._frames: list[bytes] = []
+        self._head = 0
         self._first_seq = 0
         self._size = 0
         self._max_bytes = max_bytes
@@ -30,7 +38,7 @@ class ReplayBuffer:
     @property
     def next_seq(self) -> int:
         """The sequence number the next frame will get."""
-        return self._first_seq + len(self._frames)
+        return self._first_seq + len(self._frames) - self._head
 
     @property
     def first_seq(self) -> int:
@@ -50,7 +58,8 @@ class ReplayBuffer:
         self._frames.append(frame)
         self._size += len(frame)
         self._unsent += len(frame)
-        self._evict()
+        if self._size > self._max_bytes:
+            self._evict()
 
     def sent_through(self, seq: int) -> None:
         """Frames before ``seq`` have been sent: they may go once the buffer is full.
@@ -59,18 +68,29 @@ class ReplayBuffer:
         keep_from = self._keep_from
         if seq == keep_from:
             return
-        first = self._first_seq
-        low, high = sorted((seq, keep_from))
-        moved = sum(map(len, islice(self._frames, low - first, high - first)))
+        start = self._head - self._first_seq
+        if seq == keep_from + 1:  # one frame sent: a chunk written as it came
+            moved = len(self._frames[start + keep_from])
+        else:
+            low, high = sorted((seq, keep_from))
+            moved = sum(map(len, self._frames[start + low : start + high]))
         self._unsent += moved if seq < keep_from else -moved
         self._keep_from = seq
-        self._evict()
+        if self._size > self._max_bytes:
+            self._evict()
 
     def _evict(self) -> None:
         frames = self._frames
+        head = self._head
         while self._size > self._max_bytes and self._first_seq < self._keep_from:
-            self._size -= len(frames.popleft())
+            self._size -= len(frames[head])
+            frames[head] = b""
+            head += 1
             self._first_seq += 1
+        if head >= _COMPACT_AFTER and 2 * head >= len(frames):
+            del frames[:head]
+            head = 0
+        self._head = head
 
     def holds(self, seq: int) -> bool:
         """Whether the frame ``seq`` can still be sent (or is the next one to come)."""
@@ -80,4 +100,4 @@ class ReplayBuffer:
         """Frames from ``seq`` on; None when some of them were already dropped."""
         if seq < self._first_seq:
             return None
-        return list(islice(self._frames, seq - self._first_seq, None))
+        return self._frames[self._head + seq - self._first_seq :]

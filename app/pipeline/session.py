@@ -55,6 +55,42 @@ class Pipeline(Protocol):
     async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None: ...
 
 
+#: What ``FrameWriter.write_now`` did with a frame: ``written`` (the connection took it
+#: without waiting), ``started`` (its send waits for the connection: the reader's task
+#: finishes it with ``flush``), ``refused`` (nothing sent: the reader's task sends it).
+WriteOutcome = Literal["written", "started", "refused"]
+
+
+class FrameWriter(Protocol):
+    """A reader's connection, which the session's own task may write a frame to (the SSE
+    response, ``app.api.direct_send``)."""
+
+    def write_now(self, frame: bytes) -> WriteOutcome:
+        """Send ``frame`` as the next body frame from the caller's task, if nothing else is
+        being sent; never waits."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait for a frame ``write_now`` started; raises when the connection does not take
+        it within its send timeout."""
+        ...
+
+
+class _Reader:
+    """The current reader of a session: how far it has been sent, and whether it waits
+    for frames with nothing to send (``parked``: the next frame may then be written
+    straight to its connection by the task that makes it)."""
+
+    __slots__ = ("flush", "parked", "position", "writer")
+
+    def __init__(self, position: int, writer: FrameWriter | None) -> None:
+        self.position = position
+        self.writer = writer
+        self.parked = False
+        #: A frame written straight waits for the connection: the reader's task finishes it.
+        self.flush = False
+
+
 #: Whether a reconnect whose last event was ``seq`` can read on: ``gone`` (the session is
 #: over, or the frames after ``seq`` were dropped), ``future`` (no such event was sent).
 ResumeVerdict = Literal["ok", "gone", "future"]
@@ -123,7 +159,7 @@ class SessionRun:
         self._changed = asyncio.Event()  # a reader came or went, or the task ended
         self._delivered = asyncio.Event()  # a reader was sent the terminal event
         self._progress = asyncio.Event()  # the reader was sent frames, or came or went
-        self._reader: object | None = None
+        self._reader: _Reader | None = None
         #: A reader on another replica (the shared store's mirror reports it).
         self._remote_reader = False
         self._mirror = None if store is None else SessionMirror(store, self, capped=capped)
@@ -353,7 +389,9 @@ class SessionRun:
         await asyncio.sleep(0)  # the cancellation lands here
 
     # --- reading -------------------------------------------------------------------------
-    async def frames(self, after: int | None = None) -> AsyncGenerator[bytes, None]:
+    async def frames(
+        self, after: int | None = None, writer: FrameWriter | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The SSE frames after event ``after`` (all of them when None), up to and including
         the terminal event. A new reader replaces the current one, whose stream then ends.
 
@@ -361,20 +399,34 @@ class SessionRun:
         phase produces a dozen events at once, and one send instead of a dozen saves the
         server (and every layer of ASGI middleware) most of its per-event work. Events are
         never held back waiting for more.
+
+        With a ``writer`` (the reader's connection), a frame made while this reader waits
+        with nothing to send is written by the task that makes it (``__call__``), straight
+        to the connection: a streamed report's chunks then cost no wake-up of this
+        generator's task, no pass through it and the SSE response's loop. This generator
+        then only sends what the writer could not take, the first frame (with the
+        ``retry`` field) and the terminal one, and finishes a straight write that had to
+        wait for the connection (``writer.flush``, bounded by the send timeout).
         """
-        token = object()
-        self._reader = token
+        reader = _Reader(0 if after is None else after + 1, writer)
+        self._reader = reader
         self._reader_left_at = None
         self._new_frames.set()  # wake the reader this one replaces
         self._changed.set()
         self._progress.set()
-        position = 0 if after is None else after + 1
         buffer = self._buffer
-        buffer.sent_through(position)  # what this reader has not had is kept for it
+        buffer.sent_through(reader.position)  # what this reader has not had is kept for it
         prefix = self._retry_frame
         try:
-            while self._reader is token and not self._closed:
-                batch = buffer.since(position)
+            while self._reader is reader and not self._closed:
+                if reader.flush and writer is not None:
+                    reader.flush = False
+                    await writer.flush()
+                    if self._reader is reader:
+                        buffer.sent_through(reader.position)
+                        self._progress.set()
+                    continue
+                batch = buffer.since(reader.position)
                 if batch is None:
                     # Only a reconnect can ask for frames already gone (they were dropped
                     # between its check and now); the live reader's frames are kept.
@@ -382,13 +434,18 @@ class SessionRun:
                     return
                 if not batch:
                     self._new_frames.clear()
-                    await self._new_frames.wait()
+                    # Straight writes only once the first frame (and its `retry`) went out.
+                    reader.parked = writer is not None and not prefix
+                    try:
+                        await self._new_frames.wait()
+                    finally:
+                        reader.parked = False
                     continue
-                position += len(batch)
+                position = reader.position = reader.position + len(batch)
                 self._note_sent(position)
                 yield prefix + b"".join(batch)
                 prefix = b""
-                if self._reader is token:
+                if self._reader is reader:
                     buffer.sent_through(position)
                     self._progress.set()
                 if self._terminal_seq is not None and position > self._terminal_seq:
@@ -399,7 +456,7 @@ class SessionRun:
                         await self._wait_task(self._task)
                     return
         finally:
-            if self._reader is token:
+            if self._reader is reader:
                 self._reader = None
                 self._reader_left_at = time.monotonic()
                 if self._scope is not None:
@@ -420,18 +477,48 @@ class SessionRun:
 
     # --- the pipeline task ----------------------------------------------------------------
     def __call__(self, event: Event) -> None:
-        """Emit ``event``: the pipeline's side of ``EventSink``."""
+        """Emit ``event``: the pipeline's side of ``EventSink``. Encoded once, kept in the
+        replay buffer, and written straight to a reader that waits with nothing to send
+        (``frames``), or left for the reader's task."""
         buffer = self._buffer
         seq = buffer.next_seq
         terminal = event.terminal
-        buffer.append(bounded_frame(event, event_id(self.key, seq, terminal=terminal)))
+        frame = bounded_frame(event, event_id(self.key, seq, terminal=terminal))
+        buffer.append(frame)
         if terminal:
             self._terminal_seq = seq
         elif self._first_phase_seq is None and event.type == "phase":
             self._first_phase_seq = seq
-        self._new_frames.set()
+        reader = self._reader
+        # The terminal frame always goes through the reader: it settles the session.
+        if (
+            reader is None
+            or not reader.parked
+            or terminal
+            or reader.position != seq
+            or not self._write_straight(reader, frame)
+        ):
+            self._new_frames.set()
         if self._mirror is not None:
             self._mirror.wake()
+
+    def _write_straight(self, reader: _Reader, frame: bytes) -> bool:
+        """``frame`` (the reader's next) to the reader's connection from this task; False
+        when the reader's task has to act (send it, or finish its send)."""
+        writer = reader.writer
+        if writer is None:  # pragma: no cover - a reader without a writer never parks
+            return False
+        outcome = writer.write_now(frame)
+        if outcome == "refused":
+            return False
+        position = reader.position = reader.position + 1
+        self._note_sent(position)
+        if outcome == "written":
+            self._buffer.sent_through(position)
+            self._progress.set()
+            return True
+        reader.flush = True  # started: the send waits for the connection
+        return False
 
     async def _run(self) -> None:
         started = time.perf_counter()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import httpx
 import orjson
 
+from app.providers.asyncio_backend import http_transport
 from app.providers.base import LLMRequest, LLMUsage, ProviderError
 
 #: The longest line of a streamed answer taken (one ``data:`` line is one chunk, a few
@@ -39,6 +41,7 @@ def provider_name(base_url: str, configured: str | None = None) -> str:
     return KNOWN_PROVIDERS.get(host) or httpx.URL(base_url).netloc.decode() or "openai"
 
 
+@lru_cache(maxsize=64)  # the stream's every chunk names its model
 def short_model_name(model: str) -> str:
     """A model id as a person reads it: llama.cpp's server reports its file's path."""
     name = model.rsplit("/", 1)[-1]
@@ -68,7 +71,9 @@ class OpenAIChat:
             # No read timeout here: a streamed answer's limits (first chunk, gap between
             # chunks, whole answer) are the gateway's, which knows what it is reading.
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s, read=None),
-            transport=transport,
+            # httpcore on asyncio's transports: no cancel scope per read of a streamed answer
+            # (app/providers/asyncio_backend.py).
+            transport=http_transport() if transport is None else transport,
         )
 
     async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:
@@ -90,15 +95,32 @@ class OpenAIChat:
                     whole = await _read_bounded(response.aiter_bytes(), MAX_BODY_BYTES)
                     yield _read_completion(_json_object(whole), usage)
                     return
-                async for line in _lines(response.aiter_bytes(), MAX_LINE_BYTES):
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        break
-                    text = _read_chunk(_json_object(payload), usage)
-                    if text:
-                        yield text
+                # Undecoded bytes when nothing is to be decoded: one async generator less
+                # per chunk than aiter_bytes.
+                encoded = response.headers.get("content-encoding", "identity") != "identity"
+                received = response.aiter_bytes() if encoded else response.aiter_raw()
+                # The lines are split here, not by a generator of their own: a chunk of the
+                # answer is a read, a line and an event (`data: {...}`), and each layer of
+                # async generators costs every chunk.
+                pending = b""
+                async for data in received:
+                    *lines, pending = (pending + data if pending else data).split(b"\n")
+                    if len(pending) > MAX_LINE_BYTES:
+                        raise ProviderError(f"LLM server sent a line over {MAX_LINE_BYTES} bytes")
+                    for line in lines:
+                        if line.startswith(b"data:"):
+                            payload = line[5:].strip()
+                            if payload == b"[DONE]":
+                                return
+                            text = _read_chunk(_json_object(payload), usage)
+                            if text:
+                                yield text
+                if pending.startswith(b"data:"):
+                    payload = pending[5:].strip()
+                    if payload != b"[DONE]":
+                        text = _read_chunk(_json_object(payload), usage)
+                        if text:
+                            yield text
         except httpx.HTTPError as exc:
             # The exception text can carry the URL but never the Authorization header.
             raise ProviderError(f"LLM request failed: {type(exc).__name__}") from exc
@@ -114,21 +136,6 @@ async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
         if len(body) > limit:
             raise ProviderError(f"LLM server sent an answer over {limit} bytes")
     return bytes(body)
-
-
-async def _lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The lines of a byte stream (LF or CRLF), none longer than ``limit``: httpx's own
-    line reader keeps a line however long it grows."""
-    pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.removesuffix(b"\r")
-        if len(pending) > limit:
-            raise ProviderError(f"LLM server sent a line over {limit} bytes")
-    if pending:
-        yield pending.removesuffix(b"\r")
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
@@ -182,6 +189,9 @@ def _text_of(choice: dict[str, Any], part: str, usage: LLMUsage) -> str:
 def _read_chunk(chunk: dict[str, Any], usage: LLMUsage) -> str:
     """One ``chat.completion.chunk`` of a stream: its text, and usage when it has some."""
     _read_usage(chunk, usage)
+    choices = chunk.get("choices")
+    if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict:
+        return _text_of(choices[0], "delta", usage)  # a chunk's usual shape, one choice
     return "".join(_text_of(choice, "delta", usage) for choice in _choices(chunk))
 
 
