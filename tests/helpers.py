@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import httpx
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 
 from app.config import Settings
@@ -136,3 +137,12 @@ def started_ns(span: ReadableSpan) -> int:
 def ended_ns(span: ReadableSpan) -> int:
     assert span.end_time is not None
     return span.end_time
+
+
+def llm_spans(h: Harness) -> list[ReadableSpan]:
+    """The LLM calls' client spans (``chat <model>``) of a harness, in the order they ended."""
+    return [
+        s
+        for s in h.telemetry.finished_spans()
+        if s.kind == SpanKind.CLIENT and s.name.startswith("chat ")
+    ]

@@ -6,21 +6,12 @@ usage at the end of each answer."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.app.pipeline.test_disconnects import hang_up, open_stream, read_until
 from tests.fake_apis import FakeAPI, provider_settings
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory, attrs, wait_until
-
-
-def llm_spans(h: Harness) -> list[Any]:
-    return [
-        s
-        for s in h.telemetry.finished_spans()
-        if s.kind == SpanKind.CLIENT and s.name.startswith("chat ")
-    ]
+from tests.helpers import HarnessFactory, LiveServerFactory, attrs, llm_spans, wait_until
 
 
 async def test_a_client_that_leaves_mid_call_leaves_that_call_whole_with_its_cost(

@@ -21,6 +21,7 @@ from tests.helpers import (
     LiveServerFactory,
     attrs,
     in_process_client,
+    llm_spans,
     parse_sse,
 )
 
@@ -36,14 +37,6 @@ async def stream(
         response = await client.post("/api/fit-check/stream", json=body or QUERY)
     events = parse_sse(response.text) if response.status_code == 200 else []
     return response.status_code, events, dict(response.headers)
-
-
-def llm_spans(h: Harness) -> list[Any]:
-    return [
-        s
-        for s in h.telemetry.finished_spans()
-        if s.kind == SpanKind.CLIENT and s.name.startswith("chat ")
-    ]
 
 
 async def test_a_priced_model_costs_its_tokens_on_every_span_the_counter_and_the_event(

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.conftest import poll
 from tests.helpers import Events, parse_sse
 from tests.service_process import ServiceProcess, free_port, service_process
 
@@ -38,22 +39,6 @@ _FULL_HIT = "Llama.generate: full prompt already cached"
 _PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 _EVAL = re.compile(r"^\S*\s+eval time =\s*([\d.]+) ms /\s*(\d+) runs")
 _TOTAL = re.compile(r"total time =\s*([\d.]+) ms")
-
-
-def poll(probe: Callable[[], Any], *, timeout_s: float, every_s: float, what: str) -> Any:
-    """Call ``probe`` until it returns something truthy; fail with its last answer."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except httpx.HTTPError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every_s)
-    raise AssertionError(f"{what} not met in {timeout_s}s; last: {last!r}")
 
 
 def server_built() -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import poll
 from tests.e2e_llm.local_llm import (
     MODEL,
     Generation,
@@ -25,7 +26,6 @@ from tests.e2e_llm.local_llm import (
     llm_server,
     llm_spans,
     metric_value,
-    poll,
     service_for,
 )
 from tests.service_process import ServiceProcess

@@ -25,6 +25,7 @@ from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.session import SessionRun
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, LiveServer, attrs, wait_until
+from tests.service_process import free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -33,14 +34,6 @@ pytestmark = [
 
 STREAM = "/api/fit-check/stream"
 HOST = {"Host": "127.0.0.1"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -108,7 +101,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(_free_port(), tmp_path)
+    server = RedisServer(free_port(), tmp_path)
     server.start()
     try:
         yield server
