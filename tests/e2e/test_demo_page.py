@@ -122,3 +122,26 @@ async def test_the_api_docs_render_with_no_internet(
             timeout=30_000
         )
     assert outside == []
+
+
+async def test_the_verdict_buttons_record_one_verdict_in_the_sessions_trace(
+    harness_factory: HarnessFactory, live_server: LiveServerFactory
+) -> None:
+    """After the analysis, "Wrong" posts the stream's key: the verdict lands in the
+    session's trace, once, and the page says so; the cost is on the status line."""
+    providers, _, _ = counting_providers()
+    h = harness_factory(providers=providers)
+    async with live_server(h.app) as server, chromium_page() as page:
+        await page.goto(f"{server.url}/?query=Go%2C%20Postgres")
+        await expect(page.locator("#status")).to_have_text(
+            re.compile(r"^Done in .* LLM cost \$0\.0000\.$"), timeout=30_000
+        )
+        await expect(page.locator("#feedback")).to_be_visible()
+        await page.locator("#rate-down").click()
+        await expect(page.locator("#feedback-note")).to_have_text("Thanks: recorded in the trace.")
+        await expect(page.locator("#rate-up")).to_be_disabled()
+    (root,) = [s for s in h.telemetry.finished_spans() if s.kind is SpanKind.SERVER][:1]
+    verdicts = [s for s in h.telemetry.finished_spans() if s.name == "fit_check.feedback"]
+    assert len(verdicts) == 1
+    assert verdicts[0].context.trace_id == root.context.trace_id
+    assert attrs(verdicts[0])["gen_ai.evaluation.score.label"] == "down"
