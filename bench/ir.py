@@ -421,7 +421,11 @@ def per_chunk(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to count")
-    parser.add_argument("--only", default="", help="one variant (name prefix) and the baseline")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="one variant (name prefix) and the baseline; with --per-chunk: baseline or full",
+    )
     parser.add_argument(
         "--realistic", action="store_true", help="only the realistic stream at 10-3,000 chunks"
     )
@@ -430,13 +434,14 @@ def main() -> int:
         type=int,
         nargs="+",
         default=list(CHUNKS),
-        help="with --realistic: these chunk counts only",
+        help="with --realistic or --per-chunk: these chunk counts only",
     )
     parser.add_argument(
         "--gap-ms",
         type=float,
         default=0,
-        help="with --realistic: pause between the fake's chunks (each then arrives alone)",
+        help="with --realistic or --per-chunk: pause between the fake's chunks (each then "
+        "arrives alone)",
     )
     parser.add_argument(
         "--redis", action="store_true", help="every variant with the shared session log"

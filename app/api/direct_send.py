@@ -167,7 +167,9 @@ class DirectEventSourceResponse(EventSourceResponse):
         self._in_flight: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._send = send
+        # Straight writes only to the server's own send (``body_frames_direct``): they may
+        # run outside any task (a loop callback), where a middleware's send may not.
+        self._send = send if scope.get(SERVER_SEND) is not None else None
         try:
             await super().__call__(scope, receive, send)
         finally:

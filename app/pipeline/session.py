@@ -81,12 +81,14 @@ class _Reader:
     for frames with nothing to send (``parked``: the next frame may then be written
     straight to its connection by the task that makes it)."""
 
-    __slots__ = ("flush", "parked", "position", "writer")
+    __slots__ = ("flush", "parked", "position", "straight_due", "writer")
 
     def __init__(self, position: int, writer: FrameWriter | None) -> None:
         self.position = position
         self.writer = writer
         self.parked = False
+        #: Frames wait to be written straight at the end of this loop iteration.
+        self.straight_due = False
         #: A frame written straight waits for the connection: the reader's task finishes it.
         self.flush = False
 
@@ -170,6 +172,7 @@ class SessionRun:
         self._stop: _StopReason | None = None
         self._abandoned = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: RequestScope | None = None
         self._closed = False
 
@@ -400,13 +403,14 @@ class SessionRun:
         server (and every layer of ASGI middleware) most of its per-event work. Events are
         never held back waiting for more.
 
-        With a ``writer`` (the reader's connection), a frame made while this reader waits
-        with nothing to send is written by the task that makes it (``__call__``), straight
-        to the connection: a streamed report's chunks then cost no wake-up of this
-        generator's task, no pass through it and the SSE response's loop. This generator
-        then only sends what the writer could not take, the first frame (with the
-        ``retry`` field) and the terminal one, and finishes a straight write that had to
-        wait for the connection (``writer.flush``, bounded by the send timeout).
+        With a ``writer`` (the reader's connection), the frames made while this reader
+        waits with nothing to send are written straight to the connection at the end of
+        the loop iteration that made them (``__call__``, ``_write_straight``): a streamed
+        report's chunks then cost no wake-up of this generator's task, no pass through it
+        and the SSE response's loop, and events made at once still go out as one write.
+        This generator then only sends what the writer could not take, the first frame
+        (with the ``retry`` field) and the terminal one, and finishes a straight write that
+        had to wait for the connection (``writer.flush``, bounded by the send timeout).
         """
         reader = _Reader(0 if after is None else after + 1, writer)
         self._reader = reader
@@ -483,42 +487,58 @@ class SessionRun:
         buffer = self._buffer
         seq = buffer.next_seq
         terminal = event.terminal
-        frame = bounded_frame(event, event_id(self.key, seq, terminal=terminal))
-        buffer.append(frame)
+        buffer.append(bounded_frame(event, event_id(self.key, seq, terminal=terminal)))
         if terminal:
             self._terminal_seq = seq
         elif self._first_phase_seq is None and event.type == "phase":
             self._first_phase_seq = seq
         reader = self._reader
-        # The terminal frame always goes through the reader: it settles the session.
-        if (
-            reader is None
-            or not reader.parked
-            or terminal
-            or reader.position != seq
-            or not self._write_straight(reader, frame)
-        ):
+        if reader is None or not reader.parked or terminal:
+            # The terminal frame always goes through the reader: it settles the session.
             self._new_frames.set()
+        elif not reader.straight_due:
+            # At the end of this loop iteration, with whatever else is made in it: a phase
+            # makes a dozen events at once, and they go out as one write, as the reader
+            # would send them; a streamed chunk arrives alone and goes out alone.
+            reader.straight_due = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._write_straight, reader)
         if self._mirror is not None:
             self._mirror.wake()
 
-    def _write_straight(self, reader: _Reader, frame: bytes) -> bool:
-        """``frame`` (the reader's next) to the reader's connection from this task; False
-        when the reader's task has to act (send it, or finish its send)."""
-        writer = reader.writer
-        if writer is None:  # pragma: no cover - a reader without a writer never parks
-            return False
-        outcome = writer.write_now(frame)
-        if outcome == "refused":
-            return False
-        position = reader.position = reader.position + 1
-        self._note_sent(position)
-        if outcome == "written":
-            self._buffer.sent_through(position)
-            self._progress.set()
-            return True
-        reader.flush = True  # started: the send waits for the connection
-        return False
+    def _write_straight(self, reader: _Reader) -> None:
+        """The frames made for a parked reader, straight to its connection, from a loop
+        callback: no wake-up of the reader's task. The reader's task is woken instead when
+        it has to act: the terminal frame, a write refused, or one that has to wait."""
+        reader.straight_due = False
+        if self._reader is not reader or not reader.parked or self._closed:
+            return  # gone, or awake: the reader sends what there is
+        try:
+            batch = self._buffer.since(reader.position)
+            if not batch:
+                return
+            position = reader.position + len(batch)
+            writer = reader.writer
+            if writer is None or (self._terminal_seq is not None and position > self._terminal_seq):
+                self._new_frames.set()
+                return
+            outcome = writer.write_now(batch[0] if len(batch) == 1 else b"".join(batch))
+            if outcome == "refused":
+                self._new_frames.set()
+                return
+            reader.position = position
+            self._note_sent(position)
+            if outcome == "written":
+                self._buffer.sent_through(position)
+                self._progress.set()
+                return
+            reader.flush = True  # started: the send waits for the connection
+            self._new_frames.set()
+        except Exception:  # pragma: no cover - a bug here must not strand the reader
+            log.exception("Writing frames straight to the reader failed")
+            self._new_frames.set()
 
     async def _run(self) -> None:
         started = time.perf_counter()

@@ -15,11 +15,16 @@ import pytest
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message
 
-from app.api.direct_send import DirectEventSourceResponse, finish_send, start_send
+from app.api.direct_send import (
+    SERVER_SEND,
+    DirectEventSourceResponse,
+    finish_send,
+    start_send,
+)
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.events import Event, PhaseEvent, ResponseEvent
 from app.pipeline.phases import EventSink
-from app.pipeline.session import SessionRun, WriteOutcome
+from app.pipeline.session import Pipeline, SessionRun, WriteOutcome
 from otel.testing import captured_telemetry
 from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import HarnessFactory, LiveServerFactory, parse_sse
@@ -103,7 +108,7 @@ class Paced:
                 await emit.wait_for_room()
 
 
-def session(pipeline: Paced, slow_reader_s: float = 30.0) -> SessionRun:
+def session(pipeline: Pipeline, slow_reader_s: float = 30.0) -> SessionRun:
     return SessionRun(
         key="AAAAAAAAAAAAAAAA",
         session_id="s-1",
@@ -175,6 +180,34 @@ async def test_every_frame_reaches_the_reader_once_and_in_order(
     assert sum(1 for n in range(writer.offered) if outcome(n) == "started") == writer.flushes
 
 
+class Bursts:
+    """A phase's worth of events at once (``count`` of them, in one loop iteration), a pause,
+    and again: what an offline phase does."""
+
+    def __init__(self, bursts: int, count: int) -> None:
+        self.bursts = bursts
+        self.count = count
+
+    async def run(self, query: str, emit: EventSink, *, include_thoughts: bool = True) -> None:
+        for _ in range(self.bursts):
+            await asyncio.sleep(0.01)
+            for n in range(self.count):
+                emit(Event("response", ResponseEvent(chunk=f"w{n} ")))
+
+
+async def test_events_made_at_once_go_out_as_one_write() -> None:
+    """Written straight, but still one write per batch of ready events (one send instead
+    of a dozen: each is a system call in the server)."""
+    run = session(Bursts(bursts=5, count=12))
+    writer = Writer(lambda _n: "written")
+    run.start()
+    frames = [frame async for frame in run.frames(writer=writer)]
+    await run.linger()
+    assert len(writer.written) + len(frames) <= 5 + 2  # a write per burst, the first, the end
+    seqs = sequence_numbers(b"".join([*frames[:1], *writer.written, *frames[1:]]))
+    assert seqs == list(range(62))  # the session event, 60 chunks, the end
+
+
 async def test_the_first_frame_and_the_terminal_one_go_through_the_reader() -> None:
     run = session(Paced(5, gap_s=0.001))
     writer = Writer(lambda _n: "written")
@@ -210,7 +243,7 @@ async def drive(response: DirectEventSourceResponse, send: Callable[[Message], A
         await asyncio.Event().wait()  # the client never says it left
         return {"type": "http.disconnect"}  # pragma: no cover
 
-    scope = {"type": "http", "method": "GET", "headers": []}
+    scope = {"type": "http", "method": "GET", "headers": [], SERVER_SEND: send}
     started = time.monotonic()
     await response(scope, receive, send)
     return time.monotonic() - started
