@@ -244,7 +244,13 @@ async def test_the_cap_holds_across_replicas(replicas: Any) -> None:
     # Calls bounded generously: a slow answer under load would admit (failure mode open).
     a, b = await replicas(2, llm_delay_s=3.0, global_max_sessions=2, redis_timeout_ms=5000)
     tasks = [asyncio.create_task(read(r.client)) for r in (a, b)]
-    await wait_until(lambda: bool(sessions(a)) and bool(sessions(b)), timeout_s=10)
+    # A session is listed here before Redis admits it: wait for both slots to be taken.
+    store = a.harness.service.store
+    assert store is not None
+    deadline = time.monotonic() + 10
+    while await store.client.zcard(store.key("cap")) < 2:
+        assert time.monotonic() < deadline, "the two sessions were not admitted in time"
+        await asyncio.sleep(0.01)
     for replica in (a, b):
         response = await replica.client.post(STREAM, json={"query": "Go, Postgres"})
         assert response.status_code == 429, response.text
