@@ -1,7 +1,7 @@
 """Composition root: the one module that knows both the service and the telemetry wiring.
 
 ``build_app`` assembles one app: providers, the service, the HTTP app around it and the
-telemetry around that.
+telemetry around that; ``asgi_stack`` lists its whole ASGI stack, outermost first.
 ``uvicorn app.asgi:build --factory`` (what ``fit-check serve`` runs) reads the settings
 from the environment, sets up logging and telemetry, and builds the app.
 """
@@ -22,10 +22,13 @@ import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp
 
 from app import __version__
-from app.api import direct_send
 from app.api.demo import demo_router, redoc_router, static_files, trace_router
+from app.api.direct_send import ServerSendInScope
 from app.api.errors import install_error_handlers
 from app.api.head import HeadAsGet
 from app.api.limits import BodySizeLimit, JsonBodiesOnly
@@ -40,7 +43,12 @@ from app.service import FitCheckService
 from app.startup import announce
 from app.workers import Supervisor, worker_log_file
 from otel.http_client import trace_http_client
-from otel.instrumentation import instrument_app, instrument_redis
+from otel.instrumentation import (
+    ExceptionsOnSpan,
+    IncomingTraceGate,
+    instrument_redis,
+    server_spans,
+)
 from otel.logging import configure_logging
 from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
 
@@ -145,35 +153,76 @@ def build_app(
     app.include_router(redoc_router(app.title))
     app.include_router(trace_router(settings.jaeger_url, recent_traces))
     app.mount("/static", static_files(), name="static")
-    # Added innermost first: OriginGate -> CORS -> JsonBodiesOnly -> BodySizeLimit ->
-    # HeadAsGet -> routes, so a refused origin costs nothing and an allowed page can read a
-    # 413 or a 415.
-    app.add_middleware(HeadAsGet, get_only=get_only)
-    app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=telemetry.rejected
-    )
-    app.add_middleware(JsonBodiesOnly, on_reject=telemetry.rejected)
-    # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
-    app.add_middleware(
-        JsonCORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type", "Last-Event-ID"],
-        expose_headers=["X-Session-Id", "traceresponse"],
-        allow_credentials=False,
-    )
-    app.add_middleware(
-        OriginGate, allowed_origins=settings.allowed_origins, on_reject=telemetry.rejected
-    )
     document_sse_events(app)
-    instrument_app(
-        app,
-        runtime.tracer_provider,
-        trust_incoming_trace=settings.trust_incoming_trace,
-        resume_parent=service.resume_trace_parent,
-    )
-    direct_send.install(app)
+    asgi_stack(app, settings, service, runtime, get_only=get_only)
     return app
+
+
+def asgi_stack(
+    app: FastAPI,
+    settings: Settings,
+    service: FitCheckService,
+    runtime: TelemetryRuntime,
+    *,
+    get_only: set[str],
+) -> None:
+    """The app's whole ASGI stack, outermost first: the one place it is put together.
+    Starlette builds it on the app's first call; tests/app/test_asgi_stack.py pins it."""
+    starlette_stack = app.build_middleware_stack
+    tracer_provider = runtime.tracer_provider
+
+    def stack() -> ASGIApp:
+        starlette = starlette_stack()  # ServerErrorMiddleware -> ... -> routes (below)
+        if not isinstance(starlette, ServerErrorMiddleware):
+            raise TypeError(f"Starlette's stack starts with {type(starlette).__name__}")
+        if tracer_provider is None:  # OTEL_SDK_DISABLED: no server span, nor its parent
+            return ServerSendInScope(starlette)
+        # The server's own send, for SSE body frames (app/api/direct_send.py).
+        return ServerSendInScope(
+            # The span's parent, chosen before the span reads the headers.
+            IncomingTraceGate(
+                # A failure of the span's own middleware is still a 500.
+                ServerErrorMiddleware(
+                    server_spans(
+                        # Starlette's error middleware inside the span: the span records
+                        # the exception and the 500 before it ends.
+                        ServerErrorMiddleware(
+                            ExceptionsOnSpan(starlette.app),
+                            handler=starlette.handler,
+                            debug=starlette.debug,
+                        ),
+                        tracer_provider,
+                    )
+                ),
+                trust_caller=settings.trust_incoming_trace,
+                resume_parent=service.resume_trace_parent,
+            )
+        )
+
+    # [method-assign]: Starlette's one hook for the stack it builds; set here only.
+    app.build_middleware_stack = stack  # type: ignore[method-assign]
+
+    # Inside ``starlette.app``: FastAPI's own two (ExceptionTelemetryMiddleware,
+    # AppBodyLimitMiddleware), then these, then ExceptionMiddleware (the app's exception
+    # handlers), AsyncExitStackMiddleware and the routes. In this order a refused origin
+    # costs nothing, and an allowed page can read a 413 or a 415.
+    rejected = service.telemetry.rejected
+    app.user_middleware = [
+        Middleware(OriginGate, allowed_origins=settings.allowed_origins, on_reject=rejected),
+        # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
+        # [arg-type]: mypy cannot match ``**options: Any`` to Middleware's ParamSpec.
+        Middleware(
+            JsonCORSMiddleware,  # type: ignore[arg-type]
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Last-Event-ID"],
+            expose_headers=["X-Session-Id", "traceresponse"],
+            allow_credentials=False,
+        ),
+        Middleware(JsonBodiesOnly, on_reject=rejected),
+        Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=rejected),
+        Middleware(HeadAsGet, get_only=get_only),
+    ]
 
 
 def configure_service_logging(settings: Settings) -> None:

@@ -1,17 +1,37 @@
-"""The FastAPI server span: OpenTelemetry's instrumentation, behind a gate for the caller's
-trace context. (Outbound HTTP spans: ``otel.http_client``.)"""
+"""The server span's layers of the ASGI stack, and Redis client spans. (Outbound HTTP
+spans: ``otel.http_client``.)
+
+The composition root (``app/asgi.py``, ``asgi_stack``) places these layers; from the
+outside in: ``IncomingTraceGate`` (the span's parent), ``server_spans`` (the span) and,
+inside Starlette's ``ServerErrorMiddleware``, ``ExceptionsOnSpan`` (an exception recorded
+on the span). This is how ``FastAPIInstrumentor.instrument_app`` wires OpenTelemetry's ASGI
+middleware, with the stack built in the open instead of by patching
+``build_middleware_stack``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+# Private, and the one name used from FastAPI's instrumentation: the span's name and
+# ``http.route`` from the route a request matches (FastAPI's nested routers included).
+# tests/app/test_asgi_stack.py fails at once if it changes.
+from opentelemetry.instrumentation.fastapi import _get_default_span_details
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import Span, SpanContext, TracerProvider, get_current_span
+from opentelemetry.trace import (
+    Span,
+    SpanContext,
+    Status,
+    StatusCode,
+    TracerProvider,
+    get_current_span,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.http import parse_excluded_urls
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -60,14 +80,14 @@ class IncomingTraceGate:
     def __init__(
         self, app: ASGIApp, *, trust_caller: bool, resume_parent: ResumeParent | None
     ) -> None:
-        self._app = app
+        self.app = app
         self._trust_caller = trust_caller
         self._resume_parent = resume_parent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope = await self._gate(scope)
-        await self._app(scope, receive, send)
+        await self.app(scope, receive, send)
 
     async def _gate(self, scope: Scope) -> Scope:
         headers = scope["headers"]
@@ -119,36 +139,41 @@ def instrument_redis(client: Redis, tracer_provider: TracerProvider | None) -> N
         RedisInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
 
 
-def instrument_app(
-    app: FastAPI,
-    tracer_provider: TracerProvider | None,
-    *,
-    trust_incoming_trace: bool = False,
-    resume_parent: ResumeParent | None = None,
-) -> None:
-    """Server span per request; no per-event ``send``/``receive`` spans; no HTTP metrics.
+def server_spans(app: ASGIApp, tracer_provider: TracerProvider) -> ASGIApp:
+    """A server span per request around ``app``, named and given ``http.route`` from the
+    FastAPI route the request matches; no per-event ``send``/``receive`` spans; no HTTP
+    metrics.
 
-    The instrumentor's own HTTP metrics would duplicate ``fit_check_request_*`` and cost
+    The instrumentation's own HTTP metrics would duplicate ``fit_check_request_*`` and cost
     CPU on every request, so it gets a no-op meter provider.
     """
-    if tracer_provider is None:
-        return
-    FastAPIInstrumentor.instrument_app(
+    middleware: ASGIApp = OpenTelemetryMiddleware(
         app,
+        excluded_urls=parse_excluded_urls(EXCLUDED_URLS),
+        default_span_details=_get_default_span_details,
+        server_request_hook=_server_request_hook,
         tracer_provider=tracer_provider,
         meter_provider=NoOpMeterProvider(),
-        excluded_urls=EXCLUDED_URLS,
         exclude_spans=["send", "receive"],
-        server_request_hook=_server_request_hook,
     )
-    # Outside the instrumentor's middleware, which is where the headers are read.
-    build_stack = app.build_middleware_stack
+    return middleware
 
-    def gated_stack() -> ASGIApp:
-        return IncomingTraceGate(
-            build_stack(), trust_caller=trust_incoming_trace, resume_parent=resume_parent
-        )
 
-    # [method-assign]: the only hook outside every middleware Starlette builds, which is
-    # where the gate must sit (before the instrumentor reads the headers).
-    app.build_middleware_stack = gated_stack  # type: ignore[method-assign]
+class ExceptionsOnSpan:
+    """Records an exception on the current (server) span and re-raises it. Placed just
+    inside Starlette's ``ServerErrorMiddleware``, itself inside the span, it records the
+    exception before the 500 is sent and the span ends (``FastAPIInstrumentor``'s
+    ``ExceptionHandlerMiddleware``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            span = get_current_span()
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise

@@ -28,7 +28,6 @@ from types import CoroutineType
 from typing import Any, NamedTuple, cast
 
 import anyio
-from fastapi import FastAPI
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,7 +39,8 @@ SERVER_SEND = "fit_check.server_send"
 
 
 class ServerSendInScope:
-    """The outermost middleware: keeps the server's ``send`` in the scope."""
+    """The outermost middleware: keeps the server's ``send`` in the scope. The composition
+    root puts it outside every other one, telemetry's too (``app.asgi.asgi_stack``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,23 +51,11 @@ class ServerSendInScope:
         await self.app(scope, receive, send)
 
 
-def install(app: FastAPI) -> None:
-    """Put ``ServerSendInScope`` outside every middleware the app has, telemetry's too.
-    Call it last: a later ``build_middleware_stack`` wrapper would sit outside it."""
-    build_stack = app.build_middleware_stack
-
-    def stack() -> ASGIApp:
-        return ServerSendInScope(build_stack())
-
-    # [method-assign]: Starlette's only hook outside every middleware it builds.
-    app.build_middleware_stack = stack  # type: ignore[method-assign]
-
-
 def body_frames_direct(scope: Scope, send: Send) -> Send:
     """``send`` for a streaming response: a body frame with more to follow goes to the
     server directly; the start and the last frame go down the middleware stack.
 
-    Without ``ServerSendInScope`` in front (an app built without ``install``), ``send``."""
+    Without ``ServerSendInScope`` in front (an app built without it), ``send``."""
     server_send: Send | None = scope.get(SERVER_SEND)
     if server_send is None:
         return send
