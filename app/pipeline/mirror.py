@@ -24,8 +24,9 @@ log = logging.getLogger("fit_check.session")
 
 #: Writes are batched: at most one per this many seconds (a paced model's chunks are
 #: 20-50 ms apart, so a write carries a few). A reader on another replica sees a frame at
-#: most this much later than the producer's own reader.
-FLUSH_S = 0.05
+#: most this much later than the producer's own reader: unnoticeable in a text read as it
+#: comes, and a write costs more than a relayed chunk (docs/performance.md).
+FLUSH_S = 0.1
 #: A write carries at most this many bytes of frames (Redis holds a command's arguments
 #: while it runs it: a flood's backlog is written in slices, not as one large command).
 MAX_WRITE_BYTES = 64 * 1024
@@ -121,10 +122,12 @@ class SessionMirror:
                 # again a renewal period later, not at the pace of the frames.
                 await self._pause(renew_every, until_frames=False)
                 continue
-            idle = renew_every - (time.monotonic() - self._renewed_at)
-            await self._pause(idle, until_frames=True)
-            # A burst of frames gathers into one write (``close`` ends the wait).
+            # At most one write per FLUSH_S: the frames of a burst or of a paced stream
+            # gather into one (``close`` ends the wait); then, if none came, wait for one.
             await self._pause(FLUSH_S, until_frames=False)
+            if not self._frames_pending:
+                idle = renew_every - (time.monotonic() - self._renewed_at)
+                await self._pause(idle, until_frames=True)
 
     async def _pause(self, seconds: float, *, until_frames: bool) -> None:
         """Until ``seconds`` pass, ``close`` is called, or (``until_frames``) a frame comes.

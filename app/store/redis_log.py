@@ -33,9 +33,11 @@ from typing import Any, NamedTuple, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT, KeyT
 
+from app.store.redis_pipe import fast_caller
 from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.store")
@@ -192,6 +194,8 @@ class SessionStore:
         self._admit = self.client.register_script(_ADMIT)
         self._write = self.client.register_script(_WRITE)
         self._renew = self.client.register_script(_RENEW)
+        # A producer's writes and renewals: frequent, so on a lean connection of their own.
+        self._fast, self._close_fast = fast_caller(url, self.client, self._timeout_s)
         #: Whether the last call got an answer: health says so.
         self.available = True
 
@@ -203,12 +207,22 @@ class SessionStore:
         return f"{self._prefix}{kind}{stream_key}"
 
     async def _call(
-        self, operation: str, call: Callable[[], Awaitable[T]], *, extra_s: float = 0.0
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        extra_s: float = 0.0,
+        bounded: bool = False,
     ) -> T:
+        """``call()``, measured, within the timeout (``bounded``: it has its own, as every
+        call on the lean connection does)."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout_s + extra_s):
+            if bounded:
                 result = await call()
+            else:
+                async with asyncio.timeout(self._timeout_s + extra_s):
+                    result = await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._telemetry.store_operation(operation, "error", time.perf_counter() - started)
             if self.available:
@@ -228,15 +242,23 @@ class SessionStore:
 
     async def ping(self) -> bool:
         try:
-            await self._call("ping", self._ping)
+            # On the lean connection: the probe runs every few seconds on every replica,
+            # and it checks the connection the frames are written on.
+            await self._call("ping", lambda: self._fast("PING"), bounded=True)
         except StoreUnavailable:
             return False
         return True
 
-    async def _ping(self) -> None:
-        await self.client.ping()
+    async def _run(self, script: AsyncScript, keys: list[KeyT], args: list[EncodableT]) -> Any:
+        """A script by its digest on the lean connection; by its text when the server does
+        not know it yet (a restarted or flushed Redis), which caches it again."""
+        try:
+            return await self._fast("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._fast("EVAL", script.script, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
+        self._close_fast()
         await self.client.aclose()
         await self._blocking.aclose()
 
@@ -276,7 +298,7 @@ class SessionStore:
             self._feedback_window_s,
             stream_key,
         ]
-        await self._call("write", lambda: self._write(keys=keys, args=args))
+        await self._call("write", lambda: self._run(self._write, keys, args), bounded=True)
 
     async def renew(
         self, stream_key: str, *, first_seq: int, streaming: bool, capped: bool
@@ -300,13 +322,15 @@ class SessionStore:
             slot,
             stream_key,
         ]
-        reader: bytes | None = await self._call("renew", lambda: self._renew(keys=keys, args=args))
+        reader: bytes | None = await self._call(
+            "renew", lambda: self._run(self._renew, keys, args), bounded=True
+        )
         return None if reader is None else reader.decode()
 
     async def reader_state(self, stream_key: str) -> str | None:
         """What a reader elsewhere reported, after the terminal frame was written."""
         value: bytes | None = await self._call(
-            "reader_state", lambda: self.client.get(self.key("r:", stream_key))
+            "reader_state", lambda: self._fast("GET", self.key("r:", stream_key)), bounded=True
         )
         return None if value is None else value.decode()
 

@@ -6,14 +6,10 @@ telemetry, on real sockets. Marked e2e: ``make e2e`` installs ``redis-server``."
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +19,9 @@ from opentelemetry.trace import SpanKind
 
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.session import SessionRun
+from tests.app.store.redis_server import RedisServer
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, LiveServer, attrs, wait_until
-from tests.service_process import free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,81 +30,6 @@ pytestmark = [
 
 STREAM = "/api/fit-check/stream"
 HOST = {"Host": "127.0.0.1"}
-
-
-@dataclass
-class RedisServer:
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.cli("PING") == "PONG":
-                return
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return done.stdout.strip()
-
-    def stored_keys(self) -> list[str]:
-        return [k for k in self.cli("--scan", "--pattern", "fit-check:*").splitlines() if k]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            server.resume()
-        server.stop()
 
 
 @dataclass
