@@ -12,10 +12,43 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel.content import ContentCapture
+
+
+def _split_commas(value: object) -> object:
+    """``"a, b"`` -> ``["a", "b"]``: the form env files and compose write lists in."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _split_names(value: object) -> object:
+    """Names, compared without case (exporters, instrumentations)."""
+    items = _split_commas(value)
+    if isinstance(items, list):
+        return [str(item).lower() for item in items]
+    return items
+
+
+#: A list given comma-separated in the environment.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+#: Exporter names (the spec's): an empty list means unset.
+ExporterNames = Annotated[
+    tuple[Literal["otlp", "console", "none"], ...] | None,
+    NoDecode,
+    BeforeValidator(_split_names),
+    AfterValidator(lambda names: names or None),
+]
 
 
 class Settings(BaseSettings):
@@ -26,7 +59,7 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="PORT")
-    allowed_origins: Annotated[list[str], NoDecode] = Field(
+    allowed_origins: CommaList = Field(
         default_factory=lambda: ["http://localhost:3003"], validation_alias="ALLOWED_ORIGINS"
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
@@ -134,7 +167,7 @@ class Settings(BaseSettings):
     )
     # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips:
     # addresses or networks, comma-separated, "*" for any); none by default.
-    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+    forwarded_allow_ips: CommaList = Field(
         default_factory=list, validation_alias="FIT_CHECK_FORWARDED_ALLOW_IPS"
     )
     # Reconnects (Last-Event-ID) one session serves; past it 429 RECONNECT_LIMIT. Each is
@@ -142,7 +175,7 @@ class Settings(BaseSettings):
     max_reconnects: int = Field(default=50, ge=0, validation_alias="FIT_CHECK_MAX_RECONNECTS")
     # Host header names this instance answers to, besides loopback and HOST; anything else
     # gets 421 (DNS rebinding). "*" allows any (behind a proxy that checks it).
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+    allowed_hosts: CommaList = Field(
         default_factory=list, validation_alias="FIT_CHECK_ALLOWED_HOSTS"
     )
     # --- what an LLM may send ----------------------------------------------------------------
@@ -273,12 +306,8 @@ class Settings(BaseSettings):
     )
     # Comma lists of otlp, console, none (the spec's names); unset: otlp when an endpoint
     # is configured, else nothing (otel/exporters.py says why).
-    traces_exporters: Annotated[tuple[Literal["otlp", "console", "none"], ...] | None, NoDecode] = (
-        Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
-    )
-    metrics_exporters: Annotated[
-        tuple[Literal["otlp", "console", "none"], ...] | None, NoDecode
-    ] = Field(default=None, validation_alias="OTEL_METRICS_EXPORTER")
+    traces_exporters: ExporterNames = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    metrics_exporters: ExporterNames = Field(default=None, validation_alias="OTEL_METRICS_EXPORTER")
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )
@@ -287,9 +316,9 @@ class Settings(BaseSettings):
     # requests (docs/performance.md has what they cost). The LLM and search spans stay;
     # other names are instrumentations this service does not use, except the server's,
     # which is refused below.
-    disabled_instrumentations: Annotated[frozenset[str], NoDecode] = Field(
-        default=frozenset(), validation_alias="OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-    )
+    disabled_instrumentations: Annotated[
+        frozenset[str], NoDecode, BeforeValidator(_split_names)
+    ] = Field(default=frozenset(), validation_alias="OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     # The SDK's default batch is 512 spans: encoding one holds the GIL long enough to
     # triple the p99 of streams in flight (docs/performance.md). The queue size is read
     # here too, so that a small queue also caps the batch instead of failing the start.
@@ -349,14 +378,6 @@ class Settings(BaseSettings):
             return self.capture_message_content
         return "SPAN_ONLY" if self.capture_content else "NO_CONTENT"
 
-    @field_validator("allowed_origins", "forwarded_allow_ips", "allowed_hosts", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        """Accept the comma-separated form used in env files and compose."""
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
-
     @model_validator(mode="after")
     def _one_metrics_port_per_process(self) -> Settings:
         """Every worker would try to bind the same metrics port."""
@@ -385,22 +406,10 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("traces_exporters", "metrics_exporters", mode="before")
+    @field_validator("disabled_instrumentations")
     @classmethod
-    def _split_exporters(cls, value: object) -> object:
-        """``"otlp, console"`` -> ``("otlp", "console")``; empty means unset."""
-        if isinstance(value, str):
-            names = tuple(name.strip().lower() for name in value.split(",") if name.strip())
-            return names or None
-        return value
-
-    @field_validator("disabled_instrumentations", mode="before")
-    @classmethod
-    def _split_instrumentations(cls, value: object) -> object:
-        """``"httpx, requests"`` -> ``{"httpx", "requests"}``; the server span cannot go."""
-        if not isinstance(value, str):
-            return value
-        names = frozenset(name.strip().lower() for name in value.split(",") if name.strip())
+    def _server_span_stays(cls, names: frozenset[str]) -> frozenset[str]:
+        """The server span cannot go."""
         server = names & {"fastapi", "asgi", "starlette"}
         if server:
             raise ValueError(
