@@ -308,6 +308,11 @@ class Settings(BaseSettings):
     # is configured, else nothing (otel/exporters.py says why).
     traces_exporters: ExporterNames = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
     metrics_exporters: ExporterNames = Field(default=None, validation_alias="OTEL_METRICS_EXPORTER")
+    # Read by the SDK itself; here only so that the start-up line can say which is in use.
+    traces_sampler: str = Field(
+        default="parentbased_always_on", validation_alias="OTEL_TRACES_SAMPLER"
+    )
+    traces_sampler_arg: str | None = Field(default=None, validation_alias="OTEL_TRACES_SAMPLER_ARG")
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )

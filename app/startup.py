@@ -119,12 +119,8 @@ def ready_fields(settings: Settings, llm_model: str, exports: dict[str, str]) ->
         "traces": exports.get("traces", "none"),
         "metrics_push": exports.get("metrics", "none"),
         "metrics": metrics_served(settings),
-        "sampler": os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-        + (
-            f" {os.environ['OTEL_TRACES_SAMPLER_ARG']}"
-            if "OTEL_TRACES_SAMPLER_ARG" in os.environ
-            else ""
-        ),
+        "sampler": settings.traces_sampler
+        + ("" if settings.traces_sampler_arg is None else f" {settings.traces_sampler_arg}"),
     }
 
 

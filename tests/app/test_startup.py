@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.startup import log_file_problem, profile_problem
+from app.startup import log_file_problem, profile_problem, ready_fields
 from tests.helpers import HarnessFactory, LiveServerFactory, make_settings
 
 
@@ -36,6 +36,11 @@ async def test_ready_line_names_providers_exports_metrics_and_sampler(
     assert ready["metrics_push"] == "none"
     assert ready["metrics"] == "/metrics on the service's port"
     assert ready["sampler"] == "parentbased_always_on"
+
+
+def test_ready_line_names_the_sampler_and_its_argument() -> None:
+    settings = make_settings(traces_sampler="parentbased_traceidratio", traces_sampler_arg="0.1")
+    assert ready_fields(settings, "m", {})["sampler"] == "parentbased_traceidratio 0.1"
 
 
 async def test_openai_without_a_key_warns(
