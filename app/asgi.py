@@ -77,7 +77,8 @@ def build_app(
     settings: Settings, runtime: TelemetryRuntime, providers: Providers | None = None
 ) -> FastAPI:
     """One independent app wired to an already built telemetry runtime (tests pass
-    in-memory ones). Nothing global: call it as often as you like."""
+    in-memory ones). Call it as often as you like: the one process-wide thing it touches is
+    a default for the HTTP semantic conventions, read by the instrumentations once."""
     # The stable HTTP semantic conventions (url.path, url.query, http.request.method, ...)
     # unless the user chose otherwise. The instrumentations read this variable once per
     # process, when the first of them is set up: here, before any.
