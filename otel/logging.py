@@ -119,7 +119,7 @@ class _ContextJsonFormatter(OrjsonFormatter):
     """Drops the context fields that are empty outside a request instead of writing nulls.
 
     A record is formatted once: stdout's handler, the log file's size check and its write
-    all use the same line (each would format it again: 10 µs a time).
+    all use the same line (each would format it again).
     """
 
     def format(self, record: logging.LogRecord) -> str:

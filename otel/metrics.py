@@ -84,8 +84,8 @@ class Totals:
 
     A synchronous OTel counter pays the SDK's whole measurement path on every ``add``
     (attribute checks, the exemplar filter, a hashed lookup and a lock in each metric
-    reader): about 0.1 M instructions with two readers, a tenth of the telemetry's cost
-    per stream (docs/performance.md). Here an ``add`` is a dict update, and the SDK reads
+    reader), a large share of the telemetry's cost per stream (docs/performance.md).
+    Here an ``add`` is a dict update, and the SDK reads
     the totals when a reader collects: once per scrape or export, not once per request.
     The exported counter is the same (a monotonic cumulative sum, ``_total`` in
     Prometheus); counters carry no exemplars in this service, so none is lost.

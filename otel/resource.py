@@ -19,8 +19,8 @@ class HashedOnceResource(Resource):
     """A resource that computes its hash once.
 
     The OTLP encoders group every span by its resource, a dict lookup per span, and the
-    SDK's ``Resource.__hash__`` JSON-encodes all the attributes on each call (about a
-    sixth of the span export thread's instructions here: docs/performance.md). A
+    SDK's ``Resource.__hash__`` JSON-encodes all the attributes on each call (a large
+    share of the span export thread's work: docs/performance.md). A
     resource's attributes are immutable, so the first answer stays right.
     """
 
