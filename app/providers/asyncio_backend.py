@@ -336,10 +336,13 @@ def _happy_order(infos: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return head + [i for i in infos if i not in head]
 
 
-def http_transport() -> httpx.AsyncHTTPTransport:
+def http_transport(max_connections: int = 100) -> httpx.AsyncHTTPTransport:
     """httpx's default transport (as ``httpx.AsyncClient()`` makes it: certificate checks,
-    proxies from the environment, default limits) on ``AsyncioBackend``."""
-    transport = httpx.AsyncHTTPTransport()
+    proxies from the environment, default keep-alive) on ``AsyncioBackend``, with room for
+    ``max_connections`` requests at once (httpx's default is 100: a call past it waits for
+    a connection before it is even sent)."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+    transport = httpx.AsyncHTTPTransport(limits=limits)
     pool = transport._pool
     if not isinstance(pool, httpcore.AsyncConnectionPool):  # pragma: no cover - httpx changed
         raise TypeError(f"httpx's transport holds a {type(pool).__name__}, not a connection pool")

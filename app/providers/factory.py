@@ -48,6 +48,8 @@ def build_providers(
             timeout_s=settings.provider_timeout_s,
             connect_timeout_s=settings.provider_connect_timeout_s,
             name=settings.llm_provider_name,
+            # A streaming session holds one LLM call at a time: room for every session.
+            max_connections=settings.max_concurrent_sessions,
         )
     else:
         llm = OfflineAnalyzer()

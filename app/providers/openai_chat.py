@@ -61,6 +61,7 @@ class OpenAIChat:
         connect_timeout_s: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         name: str | None = None,
+        max_connections: int = 100,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.name = provider_name(base_url, name)
@@ -73,7 +74,7 @@ class OpenAIChat:
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s, read=None),
             # httpcore on asyncio's transports: no cancel scope per read of a streamed answer
             # (app/providers/asyncio_backend.py).
-            transport=http_transport() if transport is None else transport,
+            transport=http_transport(max_connections) if transport is None else transport,
         )
 
     async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncGenerator[str, None]:

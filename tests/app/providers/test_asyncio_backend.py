@@ -26,12 +26,13 @@ from app.providers.asyncio_backend import (
     http_transport,
 )
 from app.providers.base import LLMRequest, Message
+from app.providers.factory import build_providers
 from app.providers.openai_chat import OpenAIChat
 from app.resilience.breaker import BreakerState
 from otel.facade import LLMCallScope
 from tests.app.providers.test_real_providers import run_stream
 from tests.fake_apis import FakeAPI
-from tests.helpers import HarnessFactory, LiveServerFactory, attrs
+from tests.helpers import HarnessFactory, LiveServerFactory, attrs, make_settings
 
 
 def backend_of(client: httpx.AsyncClient) -> object:
@@ -46,6 +47,17 @@ def test_the_llm_client_reads_through_the_asyncio_backend() -> None:
     # httpx's defaults otherwise: certificates checked, proxies from the environment.
     assert chat.http_client._trust_env
     assert isinstance(http_transport()._pool._ssl_context, ssl.SSLContext)
+
+
+def test_the_llm_client_has_a_connection_for_every_session() -> None:
+    settings = make_settings(
+        llm_provider="openai", openai_base_url="http://127.0.0.1:9/v1", max_concurrent_sessions=250
+    )
+    llm = build_providers(settings).llm
+    assert isinstance(llm, OpenAIChat)
+    transport = llm.http_client._transport
+    assert isinstance(transport, httpx.AsyncHTTPTransport)
+    assert transport._pool._max_connections == 250
 
 
 @pytest.fixture
@@ -118,7 +130,18 @@ def client(**kwargs: Any) -> httpx.AsyncClient:
 async def serve(
     handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> tuple[asyncio.Server, int]:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    """A server on loopback that closes each connection once ``handle`` is done with it,
+    however it ended (the client hung up first, the test's loop cancelled it)."""
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went first
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(closing, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
