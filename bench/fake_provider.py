@@ -1,6 +1,6 @@
 """An OpenAI-compatible chat API and a Google Custom Search API on loopback, for
 ``bench.ir --realistic``: ``python -m bench.fake_provider PORT CHUNKS [GAP_MS
-[REPORT_CHUNKS]]``; a runaway model for ``bench.attacks`` and the memory test:
+[REPORT_CHUNKS [stamp]]]``; a runaway model for ``bench.attacks`` and the memory test:
 ``python -m bench.fake_provider PORT flood CHUNKS CHARACTERS``.
 
 Each chat completion streams CHUNKS content chunks (one word each, GAP_MS apart: a real
@@ -8,25 +8,35 @@ model's pace, so that each chunk reaches the service alone) and its usage; each
 search answers 5 results. With REPORT_CHUNKS, the report's call (the one whose chunks the
 service streams to its client, one SSE write each) streams that many instead, and the
 other calls (read, not written) CHUNKS: ``bench.ir --per-chunk`` counts the two kinds of
-chunk apart that way. The same fake the tests use (``tests/fake_apis.py``), served by
+chunk apart that way. With ``stamp`` (``bench.capacity``), each of the report's chunks is
+the word :data:`STAMP_WORD`, which the server's last hop before the socket (its ASGI
+``send``) replaces with the time the chunk leaves, ``@`` and ``time.monotonic()`` (the
+system-wide clock on Linux, so a client on this machine can subtract it from its own
+arrival time). The same fake the tests use (``tests/fake_apis.py``), served by
 uvicorn in a process of its own, so its work is not counted with the service's.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.fake_apis import FakeAPI
 
 #: How the report's prompt ends (``FitCheckPipeline._request``): the call streamed to the
 #: client.
 REPORT_TASK = "Write a short markdown fit report"
+#: A report chunk of ``stamp`` mode, replaced as it leaves by ``@`` and the time, as many
+#: characters: ``@`` and ``time.monotonic()`` as ``%017.6f`` (``@0000012345.678901``).
+STAMP_WORD = "@" + "_" * 17
+_STAMP_BYTES = STAMP_WORD.encode()
 
 
 def words(count: int) -> str:
@@ -54,9 +64,27 @@ def by_task(report: FakeAPI, other: FakeAPI) -> Starlette:
     )
 
 
+def stamping(app: ASGIApp) -> ASGIApp:
+    """``app`` whose response bodies have :data:`STAMP_WORD` replaced, as each is handed to
+    the server, by the time it is."""
+
+    async def stamped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_stamped(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if _STAMP_BYTES in body:
+                    now = f"@{time.monotonic():017.6f}".encode()
+                    message = {**message, "body": body.replace(_STAMP_BYTES, now)}
+            await send(message)
+
+        await app(scope, receive, send_stamped)
+
+    return stamped
+
+
 def main() -> int:
     port = int(sys.argv[1])
-    app: Starlette
+    app: ASGIApp
     if sys.argv[2] == "flood":
         app = FakeAPI(flood=(int(sys.argv[3]), int(sys.argv[4])), results=5).app()
     else:
@@ -65,9 +93,11 @@ def main() -> int:
         app = FakeAPI(reply=words(chunks), results=5, chunk_gap_s=gap_s).app()
         if len(sys.argv) > 4:
             report_chunks = int(sys.argv[4])
-            report = FakeAPI(reply=words(report_chunks), results=5, chunk_gap_s=gap_s)
+            stamp = len(sys.argv) > 5 and sys.argv[5] == "stamp"
+            reply = " ".join([STAMP_WORD] * report_chunks) if stamp else words(report_chunks)
+            report = FakeAPI(reply=reply, results=5, chunk_gap_s=gap_s)
             other = FakeAPI(reply=words(chunks), results=5, chunk_gap_s=gap_s)
-            app = by_task(report, other)
+            app = stamping(by_task(report, other)) if stamp else by_task(report, other)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     return 0
 
