@@ -1,6 +1,6 @@
 """What hostile clients and a runaway model do to everyone else: ``python -m bench.attacks``.
 
-Each attack of ``bench.attackers`` runs in a process of its own against a fresh
+Each attack of ``tests.attackers`` runs in a process of its own against a fresh
 ``fit-check serve``; a probe asks ``/health`` on a new connection every 20 ms, as a load
 balancer would, and the table gives p50, p99 and failed probes, beside a run with no
 attack. Two more tables: an honest client's time to its first event (from another
@@ -25,8 +25,8 @@ from subprocess import Popen
 
 import httpx
 
-from bench.attackers import first_event_s, percentile, probe_health
 from bench.servers import BIN, ROOT, clean_env, free_port, stop, wait_http
+from tests.attackers import first_event_s, percentile, probe_health
 
 PROBES = 150
 #: (attack, hostile clients, the server's open-file limit)
@@ -86,7 +86,7 @@ def run(
     try:
         if clients:
             attacker = subprocess.Popen(
-                [sys.executable, "-m", "bench.attackers", attack, url, str(clients)],
+                [sys.executable, "-m", "tests.attackers", attack, url, str(clients)],
                 cwd=ROOT,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -106,7 +106,7 @@ def abandoned_at_the_cap(source: Path) -> list[float]:
     requests are opened and dropped every 0.2 s against a cap of five."""
     server, url = serve(source, FIT_CHECK_MAX_CONCURRENT_SESSIONS="5", FIT_CHECK_LATENCY_MS="2000")
     attacker = subprocess.Popen(
-        [sys.executable, "-m", "bench.attackers", "abandon", url, "5"],
+        [sys.executable, "-m", "tests.attackers", "abandon", url, "5"],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -1,10 +1,12 @@
-"""Fixtures: an app per test with in-memory telemetry, a real server, a JSON log buffer."""
+"""Fixtures: an app per test with in-memory telemetry, a real server (and a client of it), a
+JSON log buffer."""
 
 from __future__ import annotations
 
 import io
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -17,6 +19,8 @@ from otel.testing import captured_telemetry
 from tests.helpers import (
     Harness,
     HarnessFactory,
+    Live,
+    LiveClientFactory,
     LiveServer,
     LiveServerFactory,
     in_process_client,
@@ -52,6 +56,24 @@ async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def live_server() -> LiveServerFactory:
     return LiveServer
+
+
+@pytest.fixture
+def live_client(harness_factory: HarnessFactory) -> LiveClientFactory:
+    """The opening of every test that talks to the service over a real socket."""
+
+    @asynccontextmanager
+    async def open_live(
+        *, providers: Providers | None = None, **overrides: Any
+    ) -> AsyncIterator[Live]:
+        harness = harness_factory(providers=providers, **overrides)
+        async with (
+            LiveServer(harness.app) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            yield Live(harness, client, server)
+
+    return open_live
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 from fastapi import FastAPI
@@ -95,6 +96,23 @@ class LiveServer:
 LiveServerFactory = type[LiveServer]
 
 
+class Live(NamedTuple):
+    """A harness served by a ``LiveServer``, and a client of that server."""
+
+    harness: Harness
+    client: httpx.AsyncClient
+    server: LiveServer
+
+
+class LiveClientFactory(Protocol):
+    """``async with live_client(**settings) as (h, client, server)``: a harness built with
+    those settings, served on loopback, and an ``httpx.AsyncClient`` on its URL."""
+
+    def __call__(
+        self, *, providers: Providers | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[Live]: ...
+
+
 def parse_sse(text: str) -> Events:
     """(event, data) pairs of an SSE body; comment lines are skipped."""
     events: Events = []
@@ -117,6 +135,12 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def session_tasks() -> list[asyncio.Task[Any]]:
+    """The sessions' pipeline tasks still running in this event loop (named ``fit-check
+    <session>``): once there are none, no session can call a provider any more."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
 
 
 def attrs(item: ReadableSpan | Event) -> Mapping[str, Any]:

@@ -1,8 +1,9 @@
-"""One client must not stall everyone: ``/health`` stays fast while each attack runs.
+"""One client must not stall everyone: ``/health`` keeps answering while each attack runs,
+and (``-m perf``, ``make test-perf``) answers fast.
 
 The service runs as a real process (``fit-check serve``), the attack in a process of its
-own, and the probe here asks ``/health`` on a new connection every 20 ms, as a load
-balancer's health check would.
+own (``tests/attackers.py``), and the probe here asks ``/health`` on a new connection every
+20 ms, as a load balancer's health check would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.attackers import percentile, probe_health
+from tests.attackers import percentile, probe_health
 from tests.service_process import ROOT, ServiceProcess, service_process
 
 PROBES = 150
@@ -54,7 +55,7 @@ def wait_for(condition: Callable[[], bool], attacker: subprocess.Popen[bytes]) -
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(
+ATTACKS = pytest.mark.parametrize(
     ("attack", "clients", "open_files"),
     [
         ("huge-header", 4, None),
@@ -62,9 +63,14 @@ def wait_for(condition: Callable[[], bool], attacker: subprocess.Popen[bytes]) -
         ("quadratic-query", 4, None),
     ],
 )
-def test_health_stays_fast_while_an_attack_runs(
+
+
+def probe_under_attack(
     tmp_path: Path, attack: str, clients: int, open_files: int | None
-) -> None:
+) -> list[float]:
+    """The latencies of ``PROBES`` ``/health`` probes while ``attack`` runs, once every
+    probe was answered, the service outlived the attack, and slowloris's sockets were
+    dropped (not held until the attacker gave up)."""
     with service_process(
         tmp_path / "service.log",
         open_files=open_files,
@@ -72,19 +78,34 @@ def test_health_stays_fast_while_an_attack_runs(
         LOG_LEVEL="WARNING",
     ) as service:
         attacker = subprocess.Popen(
-            [sys.executable, "-m", "bench.attackers", attack, service.url, str(clients)],
+            [sys.executable, "-m", "tests.attackers", attack, service.url, str(clients)],
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )
         try:
             wait_for(lambda: attack_under_way(service, attack, clients), attacker)
             latencies, failures = probe_health(service.url, PROBES)
-            p99 = percentile(latencies, 0.99)
         finally:
             attacker.kill()
             attacker.wait(10)
         assert service.process.poll() is None, service.log()
-        if attack == "slowloris":  # each socket was dropped, not held until it gave up
+        if attack == "slowloris":
             assert rejected(service, "header_timeout") >= clients
     assert failures == 0, f"{failures} of {PROBES} probes failed"
+    return latencies
+
+
+@ATTACKS
+def test_health_answers_every_probe_while_an_attack_runs(
+    tmp_path: Path, attack: str, clients: int, open_files: int | None
+) -> None:
+    probe_under_attack(tmp_path, attack, clients, open_files)
+
+
+@pytest.mark.perf
+@ATTACKS
+def test_health_stays_fast_while_an_attack_runs(
+    tmp_path: Path, attack: str, clients: int, open_files: int | None
+) -> None:
+    p99 = percentile(probe_under_attack(tmp_path, attack, clients, open_files), 0.99)
     assert p99 < P99_LIMIT_S, f"/health p99 {p99 * 1000:.0f} ms under {attack}"

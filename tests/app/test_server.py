@@ -17,6 +17,7 @@ from tests.fakes import counting_providers
 from tests.helpers import (
     Harness,
     HarnessFactory,
+    LiveClientFactory,
     LiveServer,
     LiveServerFactory,
     attrs,
@@ -92,10 +93,9 @@ async def test_unfinished_headers_are_dropped_after_the_timeout(
 
 
 async def test_keep_alive_requests_each_get_the_whole_header_budget(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
-    h = harness_factory(max_header_bytes=4096)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(max_header_bytes=4096) as (_, client, _):
         for _ in range(5):  # 5 x 3 KB of headers on one connection
             response = await client.get("/health", headers={"X-Fine": "b" * 3000})
             assert response.status_code == 200
@@ -119,11 +119,10 @@ async def test_http_1_0_gets_a_body_ended_by_close_not_chunks(
 
 
 async def test_draining_refuses_new_streams_and_ends_the_rest_with_shutting_down(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, shutdown_grace_s=0.3)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, shutdown_grace_s=0.3) as (h, client, server):
 
         async def one() -> str:
             async with client.stream("POST", STREAM, json={"query": "Python"}) as response:
@@ -151,13 +150,11 @@ async def test_draining_refuses_new_streams_and_ends_the_rest_with_shutting_down
 
 
 async def test_streams_that_finish_within_the_grace_period_finish_normally(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2)
-    h = harness_factory(providers=providers, shutdown_grace_s=10)
     async with (
-        live_server(h.app) as server,
-        httpx.AsyncClient(base_url=server.url) as client,
+        live_client(providers=providers, shutdown_grace_s=10) as (h, client, server),
         client.stream("POST", STREAM, json={"query": "Python"}) as response,
     ):
         await wait_until(lambda: llm.calls == 1)
@@ -168,12 +165,15 @@ async def test_streams_that_finish_within_the_grace_period_finish_normally(
 
 
 async def test_draining_drops_a_session_waiting_for_its_client_at_once(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     """Its client left; the drain does not wait out its resume window."""
     providers, _, llm = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, resume_window_s=60, shutdown_grace_s=0)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(
+        providers=providers,
+        resume_window_s=60,
+        shutdown_grace_s=0,
+    ) as (h, client, server):
         async with client.stream("POST", STREAM, json={"query": "Python"}) as response:
             async for line in response.aiter_lines():
                 if line.startswith("event: phase"):
@@ -267,13 +267,12 @@ def raised_sigterms() -> Iterator[list[int]]:
 
 
 async def test_a_second_drain_request_keeps_every_streams_terminal_event(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory, raised_sigterms: list[int]
+    live_client: LiveClientFactory, raised_sigterms: list[int]
 ) -> None:
     """As a second SIGTERM: it does not cut the drain short, so each stream still ends with
     SHUTTING_DOWN when the grace period is over, and nothing is cut before."""
     providers, _, llm = counting_providers(llm_delay_s=30)
-    h = harness_factory(providers=providers, shutdown_grace_s=1.5)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, shutdown_grace_s=1.5) as (h, client, server):
 
         async def one() -> str:
             async with client.stream("POST", STREAM, json={"query": "Python"}) as response:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Service, Stack, poll
 from tests.e2e.replicas import FakeLLM
+from tests.e2e.stack import Service, Stack, poll
 from tests.helpers import parse_sse
 
 pytestmark = pytest.mark.e2e

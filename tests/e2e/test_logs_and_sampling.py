@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from app.pipeline.events import PHASES
-from tests.e2e.conftest import ROOT, Service, Stack, poll
+from tests.e2e.stack import ROOT, Service, Stack, dashboard_queries, poll
 from tests.helpers import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -147,9 +147,7 @@ async def test_the_demo_pages_logs_link_opens_the_sessions_lines_in_vmui(stack: 
 
 
 def test_the_dashboards_logs_panel_shows_errors_with_their_trace(stack: Stack) -> None:
-    from tests.e2e.test_stack import dashboard_queries
-
-    (panel_query,) = dashboard_queries("victorialogs")
+    (panel_query,) = dashboard_queries(store=False, datasource="victorialogs")
     faulty = extra_service(stack, "fit-check-faulty", FIT_CHECK_FAULT_RATE_LLM="1")
     try:
         trace_id, events = post(faulty, "logs-error-1")

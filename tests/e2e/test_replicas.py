@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import poll
 from tests.e2e.replicas import (
     CALLS_PER_ANALYSIS,
     LEASE_S,
@@ -42,6 +41,7 @@ from tests.e2e.replicas import (
     replicas_fixture,  # noqa: F401
     report_of,
 )
+from tests.e2e.stack import dashboard_queries, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -286,6 +286,23 @@ def test_a_killed_producer_ends_its_readers_with_interrupted(replicas: Replicas)
         what="fit_check_streams_interrupted_total",
     ).metric("fit_check_streams_interrupted_total")
     assert after - before == 2  # one per resumed stream that ended so
+    assert_store_panels_have_data(replicas)
+
+
+def assert_store_panels_have_data(replicas: Replicas) -> None:
+    """The dashboard's panels of the shared store (test_stack.py checks the others, on
+    instances without Redis): the replicas' store calls and the interruption above, through
+    the collector to Prometheus."""
+    stack = replicas.stack
+    assert stack is not None
+    queries = dashboard_queries(store=True)
+    assert len(queries) == 3, queries
+    poll(
+        lambda: all(stack.query(q) for q in queries),
+        timeout_s=90,
+        every_s=2,
+        what=f"data for {queries}",
+    )
 
 
 CAP = 4

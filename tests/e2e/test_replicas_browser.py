@@ -21,7 +21,6 @@ from playwright.async_api import expect
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.events import EVENT_PAYLOADS, PHASES
 from tests.e2e.chromium import chromium_page
-from tests.e2e.conftest import poll
 from tests.e2e.replicas import (
     CALLS_PER_ANALYSIS,
     STREAM,
@@ -30,6 +29,7 @@ from tests.e2e.replicas import (
     replica_set_fixture,  # noqa: F401
     replicas_fixture,  # noqa: F401
 )
+from tests.e2e.stack import poll
 from tests.e2e.test_demo_page_reconnects import Front
 
 if TYPE_CHECKING:

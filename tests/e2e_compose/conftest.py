@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import poll
+from tests.e2e.stack import poll
 from tests.helpers import Events, parse_sse
 
 MARKER = "compose"

@@ -26,7 +26,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from app.pipeline.event_ids import LastEventId, parse_last_event_id
-from tests.e2e.conftest import poll
+from tests.e2e.stack import poll
 from tests.e2e_compose.conftest import SERVICE, ComposeStack
 
 ROOT = Path(__file__).resolve().parents[2]

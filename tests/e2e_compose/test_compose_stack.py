@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from app.pipeline.events import PHASES
-from tests.e2e.conftest import poll
+from tests.e2e.stack import poll
 from tests.e2e_compose.conftest import (
     NOT_STARTED,
     SERVICE,

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import poll
+from tests.e2e.stack import poll
 from tests.helpers import Events, parse_sse
 from tests.service_process import ServiceProcess, free_port, service_process
 

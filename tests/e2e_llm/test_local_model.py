@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import poll
+from tests.e2e.stack import poll
 from tests.e2e_llm.local_llm import (
     MODEL,
     Generation,

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from app.pipeline.events import MAX_FRAME_BYTES
 from tests.fake_apis import FakeAPI, provider_settings
 from tests.fakes import counting_providers
-from tests.helpers import HarnessFactory, LiveServerFactory, attrs, wait_until
+from tests.helpers import HarnessFactory, LiveClientFactory, LiveServerFactory, attrs, wait_until
 
 HONEST = "127.0.0.2"
 STREAM = "/api/fit-check/stream"
@@ -88,12 +88,9 @@ async def test_abandoned_requests_at_the_cap_do_not_keep_an_honest_client_out(
     assert llm.calls <= 5 + 3  # abandoned sessions stop spending after the phase in flight
 
 
-async def test_one_client_gets_its_share_and_429_says_why(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
-) -> None:
+async def test_one_client_gets_its_share_and_429_says_why(live_client: LiveClientFactory) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, max_sessions_per_client=2)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, max_sessions_per_client=2) as (_, client, server):
         streams = [client.stream("GET", STREAM, params={"query": "Go"}) for _ in range(2)]
         for stream in streams:
             assert (await stream.__aenter__()).status_code == 200
@@ -114,13 +111,12 @@ async def test_one_client_gets_its_share_and_429_says_why(
 
 
 async def test_reconnects_are_capped_and_a_trace_stays_bounded(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     """A client that reconnects with its own id over and over: past the cap it gets 429
     RECONNECT_LIMIT, and those refusals are not spans of the session's trace."""
     providers, _, _ = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, max_reconnects=3)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, max_reconnects=3) as (h, client, _):
         async with aconnect_sse(client, "GET", STREAM, params={"query": "Go"}) as first:
             session = await anext(e async for e in first.aiter_sse() if e.id)
         statuses = []
@@ -141,11 +137,10 @@ async def test_reconnects_are_capped_and_a_trace_stays_bounded(
 
 
 async def test_an_event_id_from_the_future_is_refused_without_harming_the_session(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.3)
-    h = harness_factory(providers=providers, resume_window_s=10)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=10) as (_, client, _):
         async with aconnect_sse(client, "GET", STREAM, params={"query": "Go"}) as first:
             session = await anext(e async for e in first.aiter_sse() if e.id)
         key = session.id.split(".")[0]
@@ -160,8 +155,8 @@ async def test_an_event_id_from_the_future_is_refused_without_harming_the_sessio
 
 
 async def test_a_runaway_answer_is_cut_and_a_fast_reader_gets_a_whole_report(
-    harness_factory: HarnessFactory,
     live_server: LiveServerFactory,
+    live_client: LiveClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """20,000 chunks of 2,000 characters against a 4 KiB replay buffer: the answer is cut
@@ -169,16 +164,16 @@ async def test_a_runaway_answer_is_cut_and_a_fast_reader_gets_a_whole_report(
     is over the stated size, and a reader that keeps up gets every event and the end."""
     fake = FakeAPI(flood=(20_000, 2_000))
     caplog.set_level(logging.WARNING, logger="opentelemetry")
-    async with live_server(fake.app()) as api:
-        h = harness_factory(
-            **provider_settings(api.url), replay_buffer_bytes=4096, llm_max_answer_chars=50_000
-        )
-        async with (
-            live_server(h.app) as server,
-            httpx.AsyncClient(base_url=server.url) as c,
-            aconnect_sse(c, "GET", STREAM, params=GO) as source,
-        ):
-            events = [(e.event, e.data) async for e in source.aiter_sse() if e.id]
+    async with (
+        live_server(fake.app()) as api,
+        live_client(
+            **provider_settings(api.url),
+            replay_buffer_bytes=4096,
+            llm_max_answer_chars=50_000,
+        ) as (h, c, _),
+        aconnect_sse(c, "GET", STREAM, params=GO) as source,
+    ):
+        events = [(e.event, e.data) async for e in source.aiter_sse() if e.id]
     assert events[-1][0] == "complete"
     report = "".join(json.loads(d)["chunk"] for name, d in events if name == "response")
     assert report.startswith("lorem ipsum")
@@ -230,13 +225,12 @@ async def test_a_reader_that_stops_reading_ends_its_span_with_the_reason(
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
-    h = harness_factory(
+    async with live_client(
         providers=providers, max_sessions_per_client=1, forwarded_allow_ips=["127.0.0.1"]
-    )
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as proxy:
+    ) as (_, proxy, _):
 
         def through(client: str) -> dict[str, str]:
             return {"X-Forwarded-For": client}

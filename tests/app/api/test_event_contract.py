@@ -13,7 +13,7 @@ from app.providers.base import SearchResult
 from tests.fakes import CountingSearch, counting_providers
 from tests.helpers import (
     HarnessFactory,
-    LiveServerFactory,
+    LiveClientFactory,
     in_process_client,
     parse_sse,
     wait_until,
@@ -97,11 +97,10 @@ async def test_every_event_on_each_path_matches_its_published_schema(
 
 
 async def test_a_drained_stream_matches_its_published_schema(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, shutdown_grace_s=0)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, shutdown_grace_s=0) as (_, client, server):
         schemas, _ = await published(client)
         async with client.stream("POST", STREAM, json=QUERY) as response:
             await wait_until(lambda: llm.active == 1)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from tests.fakes import counting_providers
-from tests.helpers import HarnessFactory, LiveServerFactory, in_process_client
+from tests.helpers import HarnessFactory, LiveClientFactory, LiveServerFactory, in_process_client
 
 STREAM = "/api/fit-check/stream"
 #: Every GET a monitor may ask, with the static files and an error answer.
@@ -83,10 +82,7 @@ async def test_head_over_a_socket_leaves_the_connection_usable(
     assert rest.endswith(b'{"status":"ok"}')
 
 
-async def test_a_monitor_asking_head_gets_200(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
-) -> None:
-    h = harness_factory()
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+async def test_a_monitor_asking_head_gets_200(live_client: LiveClientFactory) -> None:
+    async with live_client() as (_, client, _):
         answers = [await client.head(path) for path in ("/health", "/ready", "/metrics", "/")]
     assert [a.status_code for a in answers] == [200, 200, 200, 200]

@@ -6,13 +6,13 @@ import io
 import json
 import logging
 
-import httpx
 from opentelemetry.trace import SpanKind
 
 from tests.fake_apis import FakeAPI, provider_settings
 from tests.helpers import (
     Harness,
     HarnessFactory,
+    LiveClientFactory,
     LiveServerFactory,
     attrs,
     in_process_client,
@@ -32,14 +32,15 @@ def everything_emitted(h: Harness, log_text: str) -> str:
 
 
 async def test_the_query_text_reaches_no_span_log_line_or_metric(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
+    live_server: LiveServerFactory, live_client: LiveClientFactory, json_log: io.StringIO
 ) -> None:
     fake = FakeAPI()
-    async with live_server(fake.app()) as api:
-        h = harness_factory(**provider_settings(api.url))
-        async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as c:
-            params = {"query": SECRET_TEXT, "session_id": "privacy-1"}
-            response = await c.get(STREAM, params=params)
+    async with (
+        live_server(fake.app()) as api,
+        live_client(**provider_settings(api.url)) as (h, c, _),
+    ):
+        params = {"query": SECRET_TEXT, "session_id": "privacy-1"}
+        response = await c.get(STREAM, params=params)
     assert parse_sse(response.text)[-1][0] == "complete"
     assert any(SECRET_TEXT.split()[0] in r["query"].get("q", "") for r in fake.requests)
 

@@ -17,11 +17,12 @@ from tests.fakes import counting_providers
 from tests.helpers import (
     Harness,
     HarnessFactory,
-    LiveServerFactory,
+    LiveClientFactory,
     attrs,
     ended_ns,
     in_process_client,
     parent_id,
+    session_tasks,
     wait_until,
 )
 
@@ -133,11 +134,10 @@ async def test_the_terminal_event_of_a_finished_stream_ends_reconnects(harness: 
 
 
 async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
+    live_client: LiveClientFactory, json_log: io.StringIO
 ) -> None:
     providers, search, llm = counting_providers(llm_delay_s=0.1, llm_chunk_delay_s=0.01)
-    h = harness_factory(providers=providers, resume_window_s=10)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=10) as (h, client, _):
         _, first = await read_events(client, stop_after="phase_complete")
         assert h.service.sessions.active == 1  # waiting for its client to come back
         resumed, rest = await read_events(client, last_event_id=first[-1].id)
@@ -171,18 +171,17 @@ async def test_a_cut_stream_resumes_where_it_was_with_one_analysis_and_one_trace
 
 
 async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory, json_log: io.StringIO
+    live_client: LiveClientFactory, json_log: io.StringIO
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.2, llm_chunk_delay_s=0.01)
-    h = harness_factory(providers=providers, resume_window_s=0.3)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=0.3) as (h, client, _):
         _, first = await read_events(client, stop_after="phase")
         assert h.service.sessions.active == 1
         assert h.telemetry.value("fit_check_active_sessions") == 1
         await wait_until(lambda: h.service.sessions.active == 0)
         late, _ = await read_events(client, last_event_id=first[-1].id)
         calls = llm.calls
-        await asyncio.sleep(0.3)  # longer than an LLM call: the pipeline must have stopped
+        await wait_until(lambda: not session_tasks())  # nothing left that could call the LLM
     assert late.status_code == 204
     assert llm.calls == calls and llm.active == 0
     assert h.telemetry.value("fit_check.requests", status="cancelled") == 1
@@ -197,18 +196,20 @@ async def test_nobody_back_within_the_window_counts_one_cancelled_and_frees_all(
 
 
 async def test_a_session_whose_client_is_away_spends_nothing_until_it_is_back(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     """Lingering sessions stop spending after the phase in flight: the reconnect then
     gets the whole analysis, and a client that never comes back cost no LLM call."""
     providers, _, llm = counting_providers(llm_delay_s=0.05)
-    h = harness_factory(providers=providers, resume_window_s=10)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=10) as (h, client, _):
         _, first = await read_events(client, stop_after="session")
         await wait_until(lambda: h.service.sessions.all()[0].lingering_since is not None)
         await wait_until(lambda: llm.active == 0)
         spent = llm.calls  # the phase in flight when the client left, if any
-        await asyncio.sleep(0.3)  # six LLM calls' time: none may start while nobody reads
+        # Nothing to poll: what is checked is that no call starts while nobody reads (the
+        # session's task is alive, parked until a reader comes back), so a bounded wait of
+        # six LLM calls' time.
+        await asyncio.sleep(0.3)
         assert llm.calls == spent <= 1
         assert h.service.sessions.active == 1
         resumed, rest = await read_events(client, last_event_id=first[-1].id)
@@ -219,15 +220,11 @@ async def test_a_session_whose_client_is_away_spends_nothing_until_it_is_back(
     assert h.telemetry.value("fit_check.requests", status="success") == 1
 
 
-async def test_a_second_reader_takes_the_stream_over(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
-) -> None:
+async def test_a_second_reader_takes_the_stream_over(live_client: LiveClientFactory) -> None:
     """A reconnect arriving before the server noticed the old connection died."""
     providers, _, _ = counting_providers(llm_delay_s=0.3)
-    h = harness_factory(providers=providers)
     async with (
-        live_server(h.app) as server,
-        httpx.AsyncClient(base_url=server.url) as client,
+        live_client(providers=providers) as (h, client, _),
         aconnect_sse(client, "GET", STREAM, params=QUERY) as old,
     ):
         stream = events_of(old.aiter_sse())
@@ -240,11 +237,14 @@ async def test_a_second_reader_takes_the_stream_over(
 
 
 async def test_a_reconnect_older_than_the_replay_buffer_gets_204(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.05)
-    h = harness_factory(providers=providers, replay_buffer_bytes=4096, resume_window_s=10)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(
+        providers=providers,
+        replay_buffer_bytes=4096,
+        resume_window_s=10,
+    ) as (h, client, _):
         # Up to the report's phase, past 4 KiB of frames sent: the oldest are gone.
         async with aconnect_sse(client, "GET", STREAM, params=QUERY) as source:
             first = []

@@ -6,7 +6,7 @@ import httpx
 
 from app.pipeline.events import PHASES
 from tests.fakes import counting_providers
-from tests.helpers import Events, Harness, HarnessFactory, LiveServerFactory, parse_sse
+from tests.helpers import Events, Harness, LiveClientFactory, parse_sse
 
 QUERY = {"query": "Senior Python engineer, FastAPI, Kubernetes"}
 
@@ -80,12 +80,9 @@ async def test_head_on_the_stream_opens_no_session(
     assert harness.telemetry.value("fit_check.requests", status="success") == 0
 
 
-async def test_full_stream_over_a_real_uvicorn_server(
-    harness: Harness, live_server: LiveServerFactory
-) -> None:
+async def test_full_stream_over_a_real_uvicorn_server(live_client: LiveClientFactory) -> None:
     async with (
-        live_server(harness.app) as server,
-        httpx.AsyncClient(base_url=server.url) as c,
+        live_client() as (harness, c, _),
         c.stream("POST", "/api/fit-check/stream", json=QUERY) as response,
     ):
         assert response.status_code == 200
@@ -122,14 +119,10 @@ async def test_openapi_documents_the_stream_and_its_events(client: httpx.AsyncCl
     assert (await client.get("/docs")).status_code == 200
 
 
-async def test_idle_streams_get_comment_pings(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
-) -> None:
+async def test_idle_streams_get_comment_pings(live_client: LiveClientFactory) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.5)
-    h = harness_factory(providers=providers, sse_ping_s=0.1)
     async with (
-        live_server(h.app) as server,
-        httpx.AsyncClient(base_url=server.url) as c,
+        live_client(providers=providers, sse_ping_s=0.1) as (_, c, _),
         c.stream("POST", "/api/fit-check/stream", json=QUERY) as response,
     ):
         text = "".join([chunk async for chunk in response.aiter_text()])

@@ -10,7 +10,7 @@ import resource
 import pytest
 
 from tests.fakes import CountingLLM, counting_providers
-from tests.helpers import Harness, HarnessFactory, LiveServerFactory, wait_until
+from tests.helpers import Harness, HarnessFactory, LiveServerFactory, session_tasks, wait_until
 
 BODY = json.dumps({"query": "Senior Python engineer, Kafka"}).encode()
 
@@ -46,7 +46,7 @@ def assert_clean(h: Harness, llm: CountingLLM) -> None:
     assert h.telemetry.value("fit_check_active_sessions") == 0
     assert h.telemetry.open_spans.open == 0
     assert llm.active == 0
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
+    assert not session_tasks()
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ async def test_hang_up_anywhere_counts_one_cancelled_request(
         await wait_until(lambda: h.telemetry.value("fit_check.requests", status="cancelled") == 1)
         await wait_until(lambda: h.service.sessions.active == 0)
         calls = llm.calls
-        await asyncio.sleep(0.4)  # longer than one LLM call: the pipeline must not go on
+        await wait_until(lambda: not session_tasks())  # nothing left that could call the LLM
         assert llm.calls == calls
         assert_clean(h, llm)
     total = sum(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.providers.base import SearchResult
 from tests.fakes import CountingSearch, counting_providers
 from tests.helpers import (
     HarnessFactory,
-    LiveServerFactory,
+    LiveClientFactory,
     attrs,
     in_process_client,
     parse_sse,
+    session_tasks,
     wait_until,
 )
 
@@ -95,12 +94,11 @@ async def test_request_timeout_ends_the_stream_with_timeout(
 
 
 async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, llm = counting_providers(llm_delay_s=0.3, llm_chunk_delay_s=0.05)
     # No resume window: the client's hang-up ends the session at once.
-    h = harness_factory(providers=providers, resume_window_s=0)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=0) as (h, client, _):
         async with client.stream("POST", STREAM, json=QUERY) as response:
             async for line in response.aiter_lines():
                 if "skeptical_comparison" in line:
@@ -110,12 +108,11 @@ async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
         await wait_until(lambda: h.telemetry.value("fit_check.requests", status="cancelled") == 1)
         assert llm.active == 0
         calls = llm.calls
-        await asyncio.sleep(0.5)  # long enough for the next LLM call if the pipeline went on
+        await wait_until(lambda: not session_tasks())  # nothing left that could call the LLM
         assert llm.calls == calls, "the pipeline kept working for nobody"
     assert h.telemetry.value("fit_check.requests", status="success") == 0
     assert h.telemetry.value("fit_check_active_sessions") == 0
     assert h.telemetry.open_spans.open == 0
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("fit-check ")]
     spans = h.telemetry.finished_spans()
     root = next(s for s in spans if s.kind is SpanKind.SERVER)
     assert attrs(root)["fit_check.outcome"] == "cancelled"
@@ -124,11 +121,10 @@ async def test_disconnect_stops_the_pipeline_and_counts_cancelled(
 
 
 async def test_sessions_past_the_limit_get_429_and_running_ones_finish(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=0.2)
-    h = harness_factory(providers=providers, max_concurrent_sessions=1)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, max_concurrent_sessions=1) as (h, client, _):
         async with client.stream("POST", STREAM, json=QUERY) as first:
             await wait_until(lambda: h.service.sessions.active == 1)
             rejected = await client.post(STREAM, json=QUERY)

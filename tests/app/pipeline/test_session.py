@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from app.pipeline.event_ids import parse_last_event_id
@@ -21,7 +20,7 @@ from app.pipeline.session import Pipeline, SessionRun
 from otel.facade import Telemetry
 from otel.testing import CapturedTelemetry, captured_telemetry
 from tests.fakes import counting_providers
-from tests.helpers import HarnessFactory, LiveServerFactory, wait_until
+from tests.helpers import LiveClientFactory, wait_until
 
 
 class SteppedPipeline:
@@ -295,11 +294,10 @@ async def test_a_frame_without_a_phase_yet_is_sent_and_first_event_waits_for_the
 
 
 async def test_a_cancelled_request_lasts_until_its_client_left_not_its_window(
-    harness_factory: HarnessFactory, live_server: LiveServerFactory
+    live_client: LiveClientFactory,
 ) -> None:
     providers, _, _ = counting_providers(llm_delay_s=5)
-    h = harness_factory(providers=providers, resume_window_s=1.0)
-    async with live_server(h.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with live_client(providers=providers, resume_window_s=1.0) as (h, client, _):
         async with client.stream("POST", "/api/fit-check/stream", json={"query": "Go"}) as r:
             async for line in r.aiter_lines():
                 if line.startswith("event: phase"):

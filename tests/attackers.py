@@ -1,5 +1,6 @@
-"""Hostile clients, run as a process of their own: ``python -m bench.attackers KIND URL CLIENTS``,
-and the ``/health`` probe that measures what they do to everyone else.
+"""Hostile clients, run as a process of their own: ``python -m tests.attackers KIND URL CLIENTS``,
+and the ``/health`` probe that measures what they do to everyone else. Used by
+``tests/app/test_hostile_clients.py`` and by ``make bench-attacks``.
 
 A separate process so the attack's own CPU does not slow down the probe, and so it can be
 stopped at once. Each attack runs until it is killed.
