@@ -315,12 +315,18 @@ async def _connect_first(
         else:  # pragma: no cover - two connected in the same instant
             sock.close()
 
-    async with anyio.create_task_group() as group:
-        for info in _happy_order(infos):
-            done = anyio.Event()
-            group.start_soon(attempt, info, done)
-            with anyio.move_on_after(HAPPY_EYEBALLS_DELAY_S):
-                await done.wait()
+    try:
+        async with anyio.create_task_group() as group:
+            for info in _happy_order(infos):
+                done = anyio.Event()
+                group.start_soon(attempt, info, done)
+                with anyio.move_on_after(HAPPY_EYEBALLS_DELAY_S):
+                    await done.wait()
+    except BaseException:
+        # Cancelled (a drain, a client gone) after an attempt connected: nobody else has it.
+        if connected is not None:
+            connected.close()
+        raise
     if connected is None:
         if len(errors) == 1:
             raise errors[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from httpx_sse import aconnect_sse
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -78,10 +77,6 @@ async def test_a_resumed_stream_ends_every_call_with_its_cost(
     assert h.telemetry.open_spans.open == 0
 
 
-# The provider's connection to the fake is sometimes left unclosed when the drain cancels
-# the call in flight (a socket made by app/providers/asyncio_backend.py, collected after the
-# test): a leak in the service to fix there, allowed here so that it fails no other test.
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 async def test_a_drained_instance_ends_the_call_in_flight_as_cancelled(
     harness_factory: HarnessFactory, live_server: LiveServerFactory
 ) -> None:
