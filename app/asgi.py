@@ -211,9 +211,9 @@ def asgi_stack(
     app.user_middleware = [
         Middleware(OriginGate, allowed_origins=settings.allowed_origins, on_reject=rejected),
         # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
-        # [arg-type]: mypy cannot match ``**options: Any`` to Middleware's ParamSpec.
+        # [arg-type]: mypy cannot match a ``**options: Any`` to Middleware's ParamSpec.
         Middleware(
-            JsonCORSMiddleware,  # type: ignore[arg-type]
+            JsonCORSMiddleware,  # type: ignore[arg-type, unused-ignore]
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Last-Event-ID"],
