@@ -159,11 +159,11 @@ bench-ab: install ## full telemetry against none, alternated rounds
 bench-workers: install ## one worker against two
 	$(BIN)/python -m bench.workers
 
-# Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (about an
-# hour for all six on 2 cores), not in CI: docs/testing.md.
-mutation: install ## mutation testing of the modules in pyproject.toml (about an hour)
+# Mutation testing of the modules named in pyproject.toml ([tool.mutmut]); slow (hours for
+# all twelve on 2 cores), not in CI: docs/testing.md. Resumable: mutants/ keeps each
+# function's verdicts while its code is unchanged (`rm -rf mutants` to start afresh).
+mutation: install ## mutation testing of the modules in pyproject.toml (hours; resumable)
 	$(BIN)/python -m tests.mutate_declarations
-	rm -rf mutants
 	$(BIN)/mutmut run; $(BIN)/mutmut results
 
 clean: ## remove the virtualenv and caches

@@ -35,7 +35,6 @@ import asyncio
 import ipaddress
 import logging
 import signal
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from types import FrameType
@@ -230,9 +229,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer = None
         if self._reading_headers or self._refused or self.transport.is_closing():
             return
-        if self.flow.read_paused:
-            # The server stopped reading (a request queued behind another one, or a body
-            # the app has not taken yet), not the client: its time does not count.
+        if self.flow.read_paused or self.pipeline:
+            # The server stopped reading (a body the app has not taken yet), or this request
+            # waits behind another one on the connection (whose app may resume reading to
+            # watch for a disconnect): not the client's time, it does not count.
             self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_too_slow)
             return
         self._refuse(408, "body_timeout")
@@ -304,12 +304,8 @@ class _CloseDelimitedCycle(RequestResponseCycle):
             if not names & {b"content-length", b"transfer-encoding"}:
                 self._close_delimited = True
                 self.chunked_encoding = False
-                self.expected_content_length = sys.maxsize
-        elif (
-            message["type"] == "http.response.body"
-            and self._close_delimited
-            and not message.get("more_body", False)
-        ):
+        elif message["type"] == "http.response.body" and self._close_delimited:
+            # No length to keep to: each message is all uvicorn expects until the next.
             self.expected_content_length = len(message.get("body", b""))
         await super().send(message)
 

@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = "tests/app/api/test_validation.py"
 STREAM = "tests/app/api/test_stream.py"
 CONTRACT = "tests/otel/test_metrics_contract.py"
+REPLAY_CAP = "tests/app/pipeline/test_replay_cap.py"
+EVENT_IDS_TESTS = "tests/app/pipeline/test_event_ids.py"
+ERRORS_TESTS = "tests/app/api/test_errors.py"
+ORIGINS_TESTS = "tests/app/api/test_origins.py"
+SERVER_GUARDS = "tests/app/test_server_guards.py"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,30 @@ MUTATIONS = [
     Mutation(METRICS, "(0.05, 0.1, 0.25,", "(0.1, 0.25,", "search buckets", (CONTRACT,)),
     Mutation(METRICS, "    81.92,\n", "", "GenAI duration buckets", (CONTRACT,)),
     Mutation(METRICS, "    67108864,\n", "", "GenAI token buckets", (CONTRACT,)),
+]
+
+REPLAY = "app/pipeline/replay.py"
+EVENT_IDS = "app/pipeline/event_ids.py"
+ERRORS = "app/api/errors.py"
+ORIGINS = "app/api/origins.py"
+SERVER = "app/server.py"
+MUTATIONS += [
+    Mutation(
+        REPLAY, "_COMPACT_AFTER = 64", "_COMPACT_AFTER = 65", "compacted later", (REPLAY_CAP,)
+    ),
+    Mutation(EVENT_IDS, "KEY_BYTES = 12", "KEY_BYTES = 9", "12-character keys", (EVENT_IDS_TESTS,)),
+    Mutation(EVENT_IDS, '= ".end"', '= ".END"', "another terminal suffix", (EVENT_IDS_TESTS,)),
+    Mutation(EVENT_IDS, "{16})", "{15,16})", "15-character key read", (EVENT_IDS_TESTS,)),
+    Mutation(EVENT_IDS, "{1,9}", "{1,10}", "10-digit sequence read", (EVENT_IDS_TESTS,)),
+    Mutation(ERRORS, ', "Last-Event-ID"}', "}", "Last-Event-ID unnamed", (ERRORS_TESTS,)),
+    Mutation(
+        ERRORS, '= "(unknown field)"', '= "(unknown)"', "unknown fields' name", (ERRORS_TESTS,)
+    ),
+    Mutation(ERRORS, "CHARS = 200", "CHARS = 201", "201-character messages", (ERRORS_TESTS,)),
+    Mutation(ERRORS, '"POST", "PUT")', '"PUT")', "POST never in Allow", (ERRORS_TESTS,)),
+    Mutation(ERRORS, '    413: "PAYLOAD_TOO_LARGE",\n', "", "413 as HTTP_ERROR", (ERRORS_TESTS,)),
+    Mutation(ORIGINS, "(the server's ALLOWED_ORIGINS)", "", "403's message", (ORIGINS_TESTS,)),
+    Mutation(SERVER, '"", "0.0.0.0", "::"', '"", "::"', "0.0.0.0 as a Host", (SERVER_GUARDS,)),
 ]
 
 

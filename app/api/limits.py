@@ -82,6 +82,8 @@ def is_json_in_utf8(content_type: bytes | None) -> bool:
     if content_type is None:
         return False
     media_type, *parameters = content_type.decode("latin-1").split(";")
+    if media_type.count("/") != 1:  # not a media type: FastAPI reads it as text/plain
+        return False
     kind, _, subtype = media_type.strip().lower().partition("/")
     if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -13,6 +14,12 @@ from app.api.errors import error_response
 from app.rejections import RejectionReason
 
 _FORBIDDEN_MESSAGE = "this origin may not call the API (the server's ALLOWED_ORIGINS)"
+
+
+def origin_names(allowed_origins: Sequence[str]) -> list[str]:
+    """The origins as a browser sends them: ``https://a.example/`` is ``https://a.example``
+    (an ``Origin`` header never ends in a slash, and a configured one often does)."""
+    return [origin.rstrip("/") for origin in allowed_origins]
 
 
 class OriginGate:
@@ -38,7 +45,7 @@ class OriginGate:
         self._app = app
         self._any = "*" in allowed_origins
         self._allowed = frozenset(
-            origin.rstrip("/").encode("latin-1") for origin in allowed_origins
+            origin.encode("latin-1") for origin in origin_names(allowed_origins)
         )
         self._on_reject = on_reject
 
@@ -68,7 +75,11 @@ class OriginGate:
 
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS handling, with a refused preflight answered as JSON like every other
-    error of the API (Starlette answers ``400 text/plain``)."""
+    error of the API (Starlette answers ``400 text/plain``), and the allowed origins read
+    as ``OriginGate`` reads them."""
+
+    def __init__(self, app: ASGIApp, *, allow_origins: Sequence[str] = (), **options: Any) -> None:
+        super().__init__(app, allow_origins=origin_names(allow_origins), **options)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
