@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.stack import PORT_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 CACHE = Path(os.environ.get("FIT_CHECK_CACHE", Path.home() / ".cache" / "fit-check"))
@@ -203,22 +205,6 @@ class Endpoint:
         return total
 
 
-STACK_PORTS = (
-    "OTEL_COLLECTOR_OTLP_GRPC_PORT",
-    "OTEL_COLLECTOR_OTLP_HTTP_PORT",
-    "OTEL_COLLECTOR_PROMETHEUS_PORT",
-    "OTEL_COLLECTOR_TELEMETRY_PORT",
-    "OTEL_COLLECTOR_HEALTH_PORT",
-    "JAEGER_OTLP_GRPC_PORT",
-    "JAEGER_OTLP_HTTP_PORT",
-    "JAEGER_QUERY_HTTP_PORT",
-    "JAEGER_QUERY_GRPC_PORT",
-    "JAEGER_HEALTH_PORT",
-    "JAEGER_METRICS_PORT",
-    "PROMETHEUS_PORT",
-)
-
-
 def stack_available() -> bool:
     bins = CACHE / "bin"
     prometheus = (bins / "prometheus").exists() or Path("/usr/bin/prometheus").exists()
@@ -237,7 +223,7 @@ def otlp_endpoint(run_dir: Path, *, use_stack: bool) -> Iterator[Endpoint]:
     """
     if use_stack:
         stack_dir = run_dir / "stack"
-        ports = {name: str(free_port()) for name in STACK_PORTS}
+        ports = {name: str(free_port()) for name in PORT_NAMES}
         env = clean_env(FIT_CHECK_STACK_DIR=str(stack_dir), STACK_TIMEOUT="60", **ports)
         script = str(ROOT / "deploy" / "local" / "stack.sh")
         try:
