@@ -720,3 +720,32 @@ async def test_a_pipelined_broken_body_does_not_garble_the_answer_before_it(
         await wait_until(lambda: h.service.sessions.active == 0)
     assert b"HTTP/1.1" not in raw and b"BAD_REQUEST" not in raw
     assert h.telemetry.value("fit_check.rejected_requests", reason="malformed_request") == 1
+
+
+async def test_a_later_requests_unfinished_body_on_a_kept_alive_connection_gets_408(
+    harness_factory: HarnessFactory,
+) -> None:
+    """The body deadline is armed again for every request on a connection, also after an
+    earlier request's body completed."""
+    h = harness_factory(body_timeout_s=0.3)
+    head = (
+        b"POST /api/fit-check/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    )
+    async with LiveServer(h.app) as server:
+        reader, writer = await connect(server)
+        # The first body after its headers, in a write of its own: the server arms the
+        # body deadline on the headers and disarms it on the body.
+        writer.write(head % 2)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the client's pace, not a wait for the server
+        writer.write(b"{}")
+        status, headers, _ = await read_response(reader)
+        assert status == b"HTTP/1.1 422 Unprocessable Entity"
+        assert headers.get(b"connection") != b"close"
+        writer.write(head % 100 + b"{")
+        status, body = await refusal(reader)
+        writer.close()
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert body["code"] == "BODY_TIMEOUT"
+    assert h.telemetry.value("fit_check.rejected_requests", reason="body_timeout") == 1
