@@ -139,7 +139,7 @@ def build_app(
     get_only = {
         r.path for r in router.routes if isinstance(r, APIRoute) and r.endpoint is stream_get
     }
-    install_error_handlers(app, telemetry.rejected, get_only=get_only)
+    install_error_handlers(app, service.reject, get_only=get_only)
     app.include_router(router)
     # Traces kept in memory (no back-end configured) are shown by this service's own
     # /trace/{id}; otherwise the demo page links to Jaeger's UI.
@@ -207,7 +207,7 @@ def asgi_stack(
     # AppBodyLimitMiddleware), then these, then ExceptionMiddleware (the app's exception
     # handlers), AsyncExitStackMiddleware and the routes. In this order a refused origin
     # costs nothing, and an allowed page can read a 413 or a 415.
-    rejected = service.telemetry.rejected
+    rejected = service.reject
     app.user_middleware = [
         Middleware(OriginGate, allowed_origins=settings.allowed_origins, on_reject=rejected),
         # No credentials: a wildcard origin is then harmless, and nothing here needs cookies.
@@ -285,6 +285,6 @@ def build_server(settings: Settings | None = None) -> DrainingServer:
         body_timeout_s=settings.body_timeout_s,
         allowed_hosts=settings.allowed_hosts,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        on_reject=service.telemetry.rejected,
+        on_reject=service.reject,
     )
     return DrainingServer(config, drain=service.drain)
