@@ -33,7 +33,7 @@ from otel.facade import Telemetry
 
 log = logging.getLogger("fit_check.service")
 
-#: Why a reconnect is not served (``FitCheckService.resumable``).
+#: Why a reconnect is not served (``FitCheckService.resume``).
 Resume = Literal["gone", "future", "limit", "store_unavailable"]
 #: How often the shared store is probed, so health recovers with no traffic.
 STORE_PROBE_S = 2.0
@@ -252,9 +252,11 @@ class FitCheckService:
             )
         return verdict
 
-    async def resumable(self, last: LastEventId) -> SessionRun | RemoteSession | Resume:
-        """The live session a client can read on from (here, or from the shared store), or
-        why not: ``gone`` (answer 204: stop), ``future`` (400: no such event was sent),
+    async def resume(self, last: LastEventId) -> SessionRun | RemoteSession | Resume:
+        """Take a reconnect (``Last-Event-ID``): the live session it reads on from (here, or
+        from the shared store), counted as one of the session's reconnects, or why not:
+        ``gone`` (answer 204: stop; a session whose frames the reader needs were dropped
+        is abandoned, since nobody can read it any more), ``future`` (400: no such event was sent),
         ``limit`` (429: this session has served ``FIT_CHECK_MAX_RECONNECTS`` reconnects) or
         ``store_unavailable`` (503: it may be elsewhere, and the store cannot say)."""
         if last.terminal:

@@ -235,7 +235,7 @@ def _session_response(service: FitCheckService, run: SessionRun, after: int | No
 async def _resume_stream(service: FitCheckService, last_event_id: str) -> Response:
     """A reconnect never starts an analysis: it reads on, or is told to stop (204)."""
     last = parse_last_event_id(last_event_id)
-    resumed = None if last is None else await service.resumable(last)
+    resumed = None if last is None else await service.resume(last)
     if resumed is None or resumed == "future":
         service.reject("invalid_request")
         return error_response(
