@@ -499,7 +499,7 @@ async def test_proxy_headers_are_trusted_only_from_the_proxies_named() -> None:
     assert config.proxy_headers is False
     behind = server_config(
         fake_api(),
-        host="127.0.0.1",
+        host="127.0.0.2",
         port=0,
         max_header_bytes=8192,
         header_timeout_s=5,
@@ -508,6 +508,8 @@ async def test_proxy_headers_are_trusted_only_from_the_proxies_named() -> None:
     )
     assert behind.proxy_headers is True
     assert behind.forwarded_allow_ips == ["127.0.0.1", "10.0.0.1"]
+    # The rest of the configuration, as given (uvicorn's defaults differ).
+    assert (behind.host, behind.lifespan) == ("127.0.0.2", "on")
 
 
 @pytest.fixture(autouse=True)
@@ -570,6 +572,16 @@ async def test_a_drain_asked_for_by_a_call_raises_no_signal_when_it_ends() -> No
     await drain_done(server)
     assert await server.on_tick(2) is True
     assert server._captured_signals == [signal.SIGTERM]
+
+
+async def test_a_server_told_nothing_warns_of_nothing_and_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = drain_server([])
+    with caplog.at_level(logging.WARNING, logger="fit_check.server"):
+        assert await server.on_tick(1) is False
+    assert [r for r in caplog.records if r.name == "fit_check.server"] == []
+    assert server._drain_task is None and exiting(server) == (False, False)
 
 
 async def test_a_second_sigint_forces_the_exit_and_a_second_sigterm_does_not(
