@@ -640,6 +640,15 @@ def test_host_allow_list_reads_its_entries() -> None:
     assert not HostAllowList("10.1.2.3", []).allows(b"10.1.2.4")
 
 
+def test_host_allow_list_reads_bracketed_addresses_with_ports_and_any_case() -> None:
+    hosts = HostAllowList("0.0.0.0", ["[fd00::1]:8443", "[fd00::2]", "fax"])
+    assert hosts.allows(b"[fd00::1]:8443") and hosts.allows(b"[FD00::1]:8443")
+    assert not hosts.allows(b"[fd00::1]:8444") and not hosts.allows(b"[fd00::1]")
+    assert not hosts.allows(b"[fd00::1]:9443") and not hosts.allows(b"[fd00::1]8443")
+    assert hosts.allows(b"[fd00::2]") and hosts.allows(b"[fd00::2]:9000")
+    assert hosts.allows(b"FAX") and hosts.allows(b"FAX.")
+
+
 async def test_a_live_server_drains_on_sigterm_and_raises_it_again(
     harness_factory: HarnessFactory, live_server: LiveServerFactory, raised_sigterms: list[int]
 ) -> None:
