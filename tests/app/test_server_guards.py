@@ -29,8 +29,16 @@ STREAM = "/api/fit-check/stream"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-async def connect(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", server.port)
+async def connect(
+    server: LiveServer, *, after_one_request: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection; ``after_one_request``: a first request on it already answered (a
+    kept-alive connection, whose next request the guards must count afresh)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    if after_one_request:
+        writer.write(HEALTH)
+        assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
+    return reader, writer
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
@@ -75,11 +83,7 @@ async def test_headers_trickled_past_the_cap_get_431(
     request on the connection was answered, and the count starts again for the next."""
     h = harness_factory(max_header_bytes=4096, header_timeout_s=30)
     async with LiveServer(h.app) as server:
-        reader, writer = await connect(server)
-        if later:
-            writer.write(HEALTH)
-            status, _, _ = await read_response(reader)
-            assert status == b"HTTP/1.1 200 OK"
+        reader, writer = await connect(server, after_one_request=later)
         sending = asyncio.create_task(trickle_headers(writer, 20_000, 100))
         status, body = await refusal(reader)
         await sending
@@ -98,9 +102,7 @@ async def test_a_later_request_past_the_cap_in_one_write_gets_431(
 ) -> None:
     h = harness_factory(max_header_bytes=4096)
     async with LiveServer(h.app) as server:
-        reader, writer = await connect(server)
-        writer.write(HEALTH)
-        assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
+        reader, writer = await connect(server, after_one_request=True)
         writer.write(
             b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
             + b"a" * 5000
@@ -141,10 +143,7 @@ async def test_an_unfinished_head_may_reach_exactly_the_cap(
     """Counted as it arrives, a head is refused once it is past the cap, not at it."""
     h = harness_factory(max_header_bytes=4096)
     async with LiveServer(h.app) as server:
-        reader, writer = await connect(server)
-        if later:
-            writer.write(HEALTH)
-            assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
+        reader, writer = await connect(server, after_one_request=later)
         head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
         writer.write(head + b"a" * (4096 - len(head) - 3) + b"\r\n\r")
         await writer.drain()
@@ -211,10 +210,7 @@ async def test_headers_left_unfinished_get_408(
 ) -> None:
     h = harness_factory(header_timeout_s=0.3)
     async with LiveServer(h.app) as server:
-        reader, writer = await connect(server)
-        if later:
-            writer.write(HEALTH)
-            assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
+        reader, writer = await connect(server, after_one_request=later)
         for piece in (b"GET /health HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"X-Never: ends"):
             writer.write(piece)
             await writer.drain()
@@ -239,9 +235,7 @@ async def test_an_idle_keep_alive_connection_is_not_refused(
     """After an answer, the header deadline waits for the next request's first byte."""
     h = harness_factory(header_timeout_s=0.2)
     async with LiveServer(h.app) as server:
-        reader, writer = await connect(server)
-        writer.write(HEALTH)
-        assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
+        reader, writer = await connect(server, after_one_request=True)
         idle = asyncio.create_task(reader.read(1))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(idle), 0.6)
