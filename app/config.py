@@ -313,6 +313,11 @@ class Settings(BaseSettings):
         default="parentbased_always_on", validation_alias="OTEL_TRACES_SAMPLER"
     )
     traces_sampler_arg: str | None = Field(default=None, validation_alias="OTEL_TRACES_SAMPLER_ARG")
+    # Which histogram values keep an exemplar (a trace id beside a bucket): the SDK's and
+    # otel.histograms' choice alike.
+    metrics_exemplar_filter: Literal["trace_based", "always_on", "always_off"] = Field(
+        default="trace_based", validation_alias="OTEL_METRICS_EXEMPLAR_FILTER"
+    )
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         default="http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
     )

@@ -32,7 +32,6 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricsData,
     NumberDataPoint,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -41,9 +40,10 @@ from app.asgi import build_app
 from app.config import Settings
 from otel.context import bind_session
 from otel.facade import Telemetry
+from otel.histograms import PeriodicReader
 from otel.logging import configure_logging
 from otel.metrics import Totals
-from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+from otel.setup import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
 from otel.testing import captured_telemetry
 
 COUNTERS = (
@@ -126,10 +126,13 @@ def production_runtime() -> TelemetryRuntime:
     reader and a periodic push reader), exporting to nowhere: what a unit costs in the
     service, without the test harness's in-memory exporter and span counter. (A service
     that exports keeps no traces in memory: neither does this one.)"""
+    config = TelemetryConfig(recent_traces=0)
+    histograms = lean_histograms(config)
     return setup_telemetry(
-        TelemetryConfig(recent_traces=0),
+        config,
         extra_span_processors=[BatchSpanProcessor(_DiscardSpans(), max_export_batch_size=64)],
-        extra_metric_readers=[PeriodicExportingMetricReader(_DiscardMetrics())],
+        extra_metric_readers=[PeriodicReader(histograms, _DiscardMetrics())],
+        histograms=histograms,
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
@@ -59,6 +59,9 @@ from opentelemetry.util.types import AttributeValue
 from otel.content import ContentCapture, ContentRedactor, on_events, on_spans
 from otel.context import SESSION_ID_ATTRIBUTE, bind_session, current_session_id
 from otel.metrics import CallStatus, Instruments, RequestStatus
+
+if TYPE_CHECKING:  # the SDK stays out of what business code loads
+    from otel.histograms import LeanHistograms
 
 log = logging.getLogger("fit_check.telemetry")
 
@@ -268,6 +271,7 @@ class Telemetry:
         content_capture: ContentCapture = "NO_CONTENT",
         redactor: ContentRedactor | None = None,
         recent_traces: RecentTraces | None = None,
+        histograms: LeanHistograms | None = None,
     ) -> None:
         #: FIT_CHECK_CAPTURE_CONTENT=true, the older switch, means SPAN_ONLY.
         if capture_content and content_capture == "NO_CONTENT":
@@ -276,7 +280,9 @@ class Telemetry:
         self._capture_content = content_capture != "NO_CONTENT"
         self._redact = redactor or ContentRedactor()
         self._tracer = tracer
-        self._instruments = Instruments(meter, service_version=service_version)
+        self._instruments = Instruments(
+            meter, service_version=service_version, histograms=histograms
+        )
         self._render_metrics = render_metrics
         self._recent_traces = recent_traces
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, get_args
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:  # the SDK stays out of what business code loads
+    from otel.histograms import LeanHistograms
+
 
 #: The spec's request statuses, and the statuses of a phase or provider call (a cancelled
 #: call records no metric: see ``otel.facade``).
@@ -108,33 +113,64 @@ class Totals:
         return [Observation(total, dict(key)) for key, total in totals]
 
 
+class Recorder(Protocol):
+    """A histogram as the facade records into it: the SDK's or ``otel.histograms``'."""
+
+    def record(
+        self, amount: float, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> None: ...
+
+
 class Instruments:
     """Creates the instruments once per meter; the facade records through them."""
 
-    def __init__(self, meter: Meter, *, service_version: str) -> None:
+    def __init__(
+        self, meter: Meter, *, service_version: str, histograms: LeanHistograms | None = None
+    ) -> None:
+        """``histograms``: where the histograms are kept when the SDK is wired
+        (``otel.setup``); without it (no SDK), the meter's own histograms."""
+
+        def histogram(
+            name: str, unit: str, description: str, buckets: Sequence[float], exemplars: bool = True
+        ) -> Recorder:
+            if histograms is not None:
+                return histograms.create(
+                    name,
+                    unit=unit,
+                    description=description,
+                    boundaries=buckets,
+                    exemplars=exemplars,
+                )
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+
         self.requests = Totals(
             meter, "fit_check.requests", description="Fit check requests by outcome"
         )
-        self.request_duration = meter.create_histogram(
+        self.request_duration = histogram(
             "fit_check.request.duration",
-            unit="s",
-            description="Time from request start to the end of its stream",
-            explicit_bucket_boundaries_advisory=REQUEST_DURATION_BUCKETS,
+            "s",
+            "Time from request start to the end of its stream",
+            REQUEST_DURATION_BUCKETS,
         )
-        self.first_event = meter.create_histogram(
+        self.first_event = histogram(
             "fit_check.time_to_first_event",
-            unit="s",
-            description="Time from request start until the client got its first phase event",
-            explicit_bucket_boundaries_advisory=FIRST_EVENT_BUCKETS,
+            "s",
+            "Time from request start until the client got its first phase event",
+            FIRST_EVENT_BUCKETS,
         )
         self.phase_completions = Totals(
             meter, "fit_check.phase.completions", description="Pipeline phases finished, by outcome"
         )
-        self.phase_duration = meter.create_histogram(
+        self.phase_duration = histogram(
             "fit_check.phase.duration",
-            unit="s",
-            description="Time spent in each pipeline phase",
-            explicit_bucket_boundaries_advisory=PHASE_DURATION_BUCKETS,
+            "s",
+            "Time spent in each pipeline phase",
+            PHASE_DURATION_BUCKETS,
         )
         self.rejected = Totals(
             meter,
@@ -164,57 +200,58 @@ class Instruments:
             "fit_check.feedback",
             description="Users' verdicts on analyses, by rating and model",
         )
-        self.llm_latency = meter.create_histogram(
+        self.llm_latency = histogram(
             "fit_check.llm.latency",
-            unit="s",
-            description="LLM call latency, whole stream",
-            explicit_bucket_boundaries_advisory=LLM_LATENCY_BUCKETS,
+            "s",
+            "LLM call latency, whole stream",
+            LLM_LATENCY_BUCKETS,
         )
         self.search_calls = Totals(
             meter,
             "fit_check.search.calls",
             description="Search provider calls by provider and outcome",
         )
-        self.search_latency = meter.create_histogram(
+        self.search_latency = histogram(
             "fit_check.search.latency",
-            unit="s",
-            description="Search provider call latency",
-            explicit_bucket_boundaries_advisory=SEARCH_LATENCY_BUCKETS,
+            "s",
+            "Search provider call latency",
+            SEARCH_LATENCY_BUCKETS,
         )
-        self.genai_duration = meter.create_histogram(
+        self.genai_duration = histogram(
             "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+            "s",
+            "GenAI operation duration",
+            GENAI_DURATION_BUCKETS,
         )
-        self.genai_first_chunk = meter.create_histogram(
+        self.genai_first_chunk = histogram(
             "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="Time from the request to the first chunk of a streamed answer",
-            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+            "s",
+            "Time from the request to the first chunk of a streamed answer",
+            GENAI_DURATION_BUCKETS,
         )
-        self.genai_chunk_gap = meter.create_histogram(
+        self.genai_chunk_gap = histogram(
             "gen_ai.client.operation.time_per_output_chunk",
-            unit="s",
-            description="Mean time between the chunks of a streamed answer, once per call",
-            explicit_bucket_boundaries_advisory=GENAI_CHUNK_BUCKETS,
+            "s",
+            "Mean time between the chunks of a streamed answer, once per call",
+            GENAI_CHUNK_BUCKETS,
         )
-        self.genai_tokens = meter.create_histogram(
+        self.genai_tokens = histogram(
             "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens used per GenAI operation",
-            explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
+            "{token}",
+            "Tokens used per GenAI operation",
+            GENAI_TOKEN_BUCKETS,
+            exemplars=False,
         )
         self.store_operations = Totals(
             meter,
             "fit_check.session_store.operations",
             description="Shared session store (Redis) calls by operation and outcome",
         )
-        self.store_duration = meter.create_histogram(
+        self.store_duration = histogram(
             "fit_check.session_store.duration",
-            unit="s",
-            description="Shared session store (Redis) call latency",
-            explicit_bucket_boundaries_advisory=STORE_LATENCY_BUCKETS,
+            "s",
+            "Shared session store (Redis) call latency",
+            STORE_LATENCY_BUCKETS,
         )
         self.streams_interrupted = Totals(
             meter,

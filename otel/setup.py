@@ -14,15 +14,20 @@ from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
 from otel.content import ContentCapture, ContentRedactor
-from otel.exemplars import EXEMPLAR_VIEWS
 from otel.exporters import (
     ExporterName,
     chosen,
@@ -32,6 +37,7 @@ from otel.exporters import (
     span_exporters,
 )
 from otel.facade import Telemetry
+from otel.histograms import LeanHistograms, PeriodicReader, PrometheusReader
 from otel.recent_traces import DEFAULT_MAX_BYTES, DEFAULT_MAX_TRACES, RecentTraceStore
 from otel.redact import UrlRedactingSpanProcessor
 from otel.resource import build_resource
@@ -74,6 +80,8 @@ class TelemetryConfig:
     #: within this many bytes, are kept in memory for ``/trace/{id}``; 0 keeps none.
     recent_traces: int = DEFAULT_MAX_TRACES
     recent_traces_bytes: int = DEFAULT_MAX_BYTES
+    #: OTEL_METRICS_EXEMPLAR_FILTER.
+    metrics_exemplar_filter: Literal["trace_based", "always_on", "always_off"] = "trace_based"
 
 
 @dataclass(slots=True)
@@ -144,15 +152,32 @@ class TelemetryRuntime:
         return True
 
 
+_EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
+    "trace_based": TraceBasedExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+}
+
+
+def lean_histograms(config: TelemetryConfig) -> LeanHistograms:
+    """Where the service's histograms are kept: read by every reader that merges them."""
+    return LeanHistograms(
+        InstrumentationScope(SCOPE, config.service_version), config.metrics_exemplar_filter
+    )
+
+
 def setup_telemetry(
     config: TelemetryConfig,
     *,
     extra_span_processors: Sequence[SpanProcessor] = (),
     extra_metric_readers: Sequence[MetricReader] = (),
+    histograms: LeanHistograms | None = None,
 ) -> TelemetryRuntime:
     """Build providers, readers and exporters for one app.
 
-    ``extra_*`` let tests attach in-memory exporters and readers to the real wiring.
+    ``extra_*`` let tests attach in-memory exporters and readers to the real wiring; a
+    reader given there sees the histograms if it merges ``histograms`` (made here if not
+    given, ``otel.histograms.InMemoryReader``).
     """
     if config.sdk_disabled:
         return TelemetryRuntime(
@@ -203,9 +228,11 @@ def setup_telemetry(
         recent = RecentTraceStore(config.recent_traces, config.recent_traces_bytes)
         tracer_provider.add_span_processor(recent)
 
+    if histograms is None:
+        histograms = lean_histograms(config)
     registry = CollectorRegistry(auto_describe=True)
     readers: list[MetricReader] = [
-        PrometheusMetricReader(scope_info_enabled=False, registry=registry),
+        PrometheusReader(histograms, scope_info_enabled=False, registry=registry),
         *extra_metric_readers,
     ]
     metrics_endpoint = signal_endpoint(
@@ -213,9 +240,12 @@ def setup_telemetry(
     )
     metric_exports = chosen(config.metrics_exporters, metrics_endpoint)
     for metric_exporter in metric_exporters(metric_exports, protocol, metrics_endpoint):
-        readers.append(PeriodicExportingMetricReader(metric_exporter))
+        readers.append(PeriodicReader(histograms, metric_exporter))
     meter_provider = MeterProvider(
-        resource=resource, metric_readers=readers, views=EXEMPLAR_VIEWS, shutdown_on_exit=False
+        resource=resource,
+        metric_readers=readers,
+        exemplar_filter=_EXEMPLAR_FILTERS[config.metrics_exemplar_filter](),
+        shutdown_on_exit=False,
     )
 
     telemetry = Telemetry(
@@ -227,6 +257,7 @@ def setup_telemetry(
         content_capture=config.content_capture,
         redactor=ContentRedactor(config.content_redact_pattern),
         recent_traces=recent,
+        histograms=histograms,
     )
     return TelemetryRuntime(
         telemetry=telemetry,

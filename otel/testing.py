@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import (
     DataPointT,
-    InMemoryMetricReader,
     Metric,
     NumberDataPoint,
 )
@@ -17,7 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+from otel.histograms import InMemoryReader
+from otel.setup import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
 
 
 class OpenSpanCounter(SpanProcessor):
@@ -40,7 +40,7 @@ class OpenSpanCounter(SpanProcessor):
 class CapturedTelemetry:
     runtime: TelemetryRuntime
     spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
+    metrics: InMemoryReader
     open_spans: OpenSpanCounter
 
     def finished_spans(self) -> tuple[ReadableSpan, ...]:
@@ -67,12 +67,15 @@ class CapturedTelemetry:
 
 
 def captured_telemetry(config: TelemetryConfig | None = None) -> CapturedTelemetry:
+    config = config or TelemetryConfig()
     spans = InMemorySpanExporter()
-    reader = InMemoryMetricReader()
+    histograms = lean_histograms(config)
+    reader = InMemoryReader(histograms)
     counter = OpenSpanCounter()
     runtime = setup_telemetry(
-        config or TelemetryConfig(),
+        config,
         extra_span_processors=[counter, SimpleSpanProcessor(spans)],
         extra_metric_readers=[reader],
+        histograms=histograms,
     )
     return CapturedTelemetry(runtime=runtime, spans=spans, metrics=reader, open_spans=counter)
