@@ -49,8 +49,8 @@ from otel.instrumentation import (
     instrument_redis,
     server_spans,
 )
-from otel.logging import configure_logging
-from otel.setup import TelemetryConfig, TelemetryRuntime, setup_telemetry
+from otel.log_lines import configure_logging
+from otel.wiring import TelemetryConfig, TelemetryRuntime, setup_telemetry
 
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 

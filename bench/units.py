@@ -41,10 +41,10 @@ from app.config import Settings
 from otel.context import bind_session
 from otel.facade import Telemetry
 from otel.histograms import PeriodicReader
-from otel.logging import configure_logging
+from otel.log_lines import configure_logging
 from otel.metrics import Totals
-from otel.setup import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
 from otel.testing import captured_telemetry
+from otel.wiring import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
 
 COUNTERS = (
     "fit_check.requests",

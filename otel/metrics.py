@@ -128,7 +128,7 @@ class Instruments:
         self, meter: Meter, *, service_version: str, histograms: LeanHistograms | None = None
     ) -> None:
         """``histograms``: where the histograms are kept when the SDK is wired
-        (``otel.setup``); without it (no SDK), the meter's own histograms."""
+        (``otel.wiring``); without it (no SDK), the meter's own histograms."""
 
         def histogram(
             name: str, unit: str, description: str, buckets: Sequence[float], exemplars: bool = True

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.histograms import InMemoryReader
-from otel.setup import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
+from otel.wiring import TelemetryConfig, TelemetryRuntime, lean_histograms, setup_telemetry
 
 
 class OpenSpanCounter(SpanProcessor):

@@ -14,7 +14,7 @@ import pytest
 
 from app.asgi import build_app
 from app.providers.factory import Providers
-from otel.logging import log_handler
+from otel.log_lines import log_handler
 from otel.testing import captured_telemetry
 from tests.helpers import (
     Harness,

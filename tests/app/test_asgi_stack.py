@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp
 
 from app.asgi import build_app, telemetry_config
-from otel.setup import setup_telemetry
+from otel.wiring import setup_telemetry
 from tests.helpers import HarnessFactory, attrs, in_process_client, make_settings
 
 #: Starlette's stack as FastAPI builds it, its user middleware included.

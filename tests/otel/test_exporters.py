@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app.asgi import build_app, telemetry_config
 from otel.exporters import chosen, describe
-from otel.setup import TelemetryConfig, setup_telemetry
+from otel.wiring import TelemetryConfig, setup_telemetry
 from tests.helpers import in_process_client, make_settings
 
 

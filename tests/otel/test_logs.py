@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from app.pipeline.events import PHASES
-from otel.logging import (
+from otel.log_lines import (
     TelemetryNoiseLimiter,
     configure_logging,
 )
@@ -171,7 +171,7 @@ async def test_a_dead_collector_logs_a_few_lines_not_one_per_batch(
     from dataclasses import replace
 
     from app.asgi import build_app, telemetry_config
-    from otel.setup import setup_telemetry
+    from otel.wiring import setup_telemetry
     from tests.helpers import make_settings, wait_until
 
     sock = socket.socket()

@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.pipeline.events import PHASES
-from otel.setup import TelemetryConfig
+from otel.wiring import TelemetryConfig
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, in_process_client
 

@@ -13,8 +13,8 @@ from opentelemetry.trace import StatusCode, Tracer
 from otel.facade import KeptSpan
 from otel.recent_traces import RecentTraceStore, estimated_bytes
 from otel.redact import UrlRedactingSpanProcessor
-from otel.setup import TelemetryConfig, setup_telemetry
 from otel.testing import captured_telemetry
+from otel.wiring import TelemetryConfig, setup_telemetry
 
 SECRET = "Acme Payments, Senior Staff"
 

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from app.asgi import build_app
-from otel.setup import TelemetryConfig
 from otel.testing import captured_telemetry
+from otel.wiring import TelemetryConfig
 from tests.helpers import (
     Harness,
     HarnessFactory,

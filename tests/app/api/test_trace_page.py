@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from app.asgi import build_app, telemetry_config
 from app.pipeline.events import PHASES
-from otel.setup import TelemetryConfig
 from otel.testing import captured_telemetry
+from otel.wiring import TelemetryConfig
 from tests.helpers import (
     HarnessFactory,
     LiveServerFactory,

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from app import __version__
 from app.asgi import build_app, telemetry_config
 from otel.resource import build_resource
-from otel.setup import TelemetryConfig, setup_telemetry
+from otel.wiring import TelemetryConfig, setup_telemetry
 from tests.helpers import in_process_client, make_settings, parse_sse
 
 STREAM = "/api/fit-check/stream"

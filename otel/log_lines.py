@@ -1,7 +1,7 @@
 """Logging: JSON lines (python-json-logger, orjson backend) or text, both with trace context.
 
-The orjson backend halves the formatting cost of a line; at a dozen lines per request
-that is a tenth of a millisecond of CPU per request.
+The orjson backend, because a request writes a dozen lines and formatting them is a
+visible share of its telemetry (docs/performance.md).
 
 Every record passes a filter that stamps the current ``trace_id``, ``span_id`` and
 ``session_id``, so any line written during a request can be joined to its trace.
