@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # The spec's buckets (data, not code: the floor runs none of the service's code).
+from app.pipeline.events import PHASES
 from otel.metrics import (
     FIRST_EVENT_BUCKETS,
     LLM_LATENCY_BUCKETS,
@@ -40,17 +41,8 @@ from otel.metrics import (
     REQUEST_DURATION_BUCKETS,
     SEARCH_LATENCY_BUCKETS,
 )
+from tests.stream_shape import LLM_PHASES, SEARCH_PHASES
 
-PHASES = (
-    "connecting",
-    "deep_research",
-    "skeptical_comparison",
-    "skills_matching",
-    "generate_results",
-)
-#: Which phases call the LLM and which search, as the offline stream does.
-LLM_PHASES = ("skeptical_comparison", "skills_matching", "generate_results")
-SEARCH_PHASES = ("deep_research",)
 SERVER_ATTRIBUTES: dict[str, str | int] = {
     "url.scheme": "http",
     "server.address": "bench",

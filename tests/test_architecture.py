@@ -88,3 +88,13 @@ def test_the_import_graph_of_app_and_otel_has_no_cycle() -> None:
 
     for name in sorted(graph):
         visit(name, ())
+
+
+def test_imports_between_bench_and_tests_go_one_way() -> None:
+    """The benchmarks may use the tests' fakes; a test never needs a benchmark to run."""
+    offending = {
+        str(path.relative_to(ROOT)): sorted(used)
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if (used := {m for m in _imports(path) if m.split(".")[0] == "bench"})
+    }
+    assert not offending, offending

@@ -1,4 +1,5 @@
-"""The floor ``bench.ir`` compares against makes the units a real offline stream makes."""
+"""``tests.stream_shape`` says what a real offline stream makes (the floor of ``bench.ir``
+reproduces it)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import httpx
 from opentelemetry.trace import SpanKind
 
 from app.pipeline.events import PHASES
-from bench import floor_drive
 from tests.helpers import Harness, attrs, parent_id
+from tests.stream_shape import LLM_PHASES, SEARCH_PHASES
 
 
-async def test_the_floor_makes_a_streams_spans(harness: Harness, client: httpx.AsyncClient) -> None:
+async def test_an_offline_stream_calls_the_llm_and_search_in_these_phases(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     response = await client.post(
         "/api/fit-check/stream", json={"query": "Senior Python engineer, FastAPI, Kafka"}
     )
@@ -25,7 +28,6 @@ async def test_the_floor_makes_a_streams_spans(harness: Harness, client: httpx.A
     llm = [phase_of[parent_id(s)] for s in calls if s.name.startswith("chat ")]
     search = [phase_of[parent_id(s)] for s in calls if s.name.startswith("search ")]
 
-    assert floor_drive.PHASES == PHASES
-    assert tuple(llm) == floor_drive.LLM_PHASES
-    assert tuple(search) == floor_drive.SEARCH_PHASES
+    assert tuple(llm) == LLM_PHASES
+    assert tuple(search) == SEARCH_PHASES
     assert len(spans) == 1 + len(PHASES) + len(llm) + len(search)
