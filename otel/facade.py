@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol, get_args
 
 from opentelemetry import context, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
@@ -78,6 +78,25 @@ COST_ATTRIBUTE = "fit_check.cost_usd"
 #: phase or request span, how many of its calls were unpriced.
 UNPRICED_ATTRIBUTE = "fit_check.llm.unpriced_calls"
 CANCELLED: Final = "cancelled"
+
+#: Why a request was refused before any work started: the closed label set of
+#: ``fit_check_rejected_requests_total{reason}`` (no input ever becomes a label).
+RejectionReason = Literal[
+    "origin_not_allowed",  # 403: a browser page on an origin outside ALLOWED_ORIGINS
+    "invalid_request",  # 400/415/422: query, session id, body, its type or Last-Event-ID
+    "payload_too_large",  # 413: body over FIT_CHECK_MAX_BODY_BYTES
+    "rate_limited",  # 429: FIT_CHECK_MAX_CONCURRENT_SESSIONS streams already running
+    "shutting_down",  # 503: the instance is draining
+    "header_too_large",  # 431: request headers over FIT_CHECK_MAX_HEADER_BYTES
+    "header_timeout",  # 408: headers unfinished after FIT_CHECK_HEADER_TIMEOUT_S
+    "body_timeout",  # 408: body unfinished FIT_CHECK_BODY_TIMEOUT_S after its headers
+    "host_not_allowed",  # 421: a Host outside loopback, HOST and FIT_CHECK_ALLOWED_HOSTS
+    "malformed_request",  # 400: not parsable as HTTP/1.1 (a NUL in a header, a bad request line)
+    "session_store_unavailable",  # 503: Redis down and FIT_CHECK_REDIS_FAILURE_MODE=closed
+    "budget_exceeded",  # 429: this hour's LLM spend reached FIT_CHECK_BUDGET_USD_PER_HOUR
+]
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
+
 
 #: Why a request was cancelled: its client went away, the instance shut down, or its
 #: client's connection stopped taking events.
@@ -240,7 +259,7 @@ class RecentTraces(Protocol):
 
 
 @dataclass(slots=True)
-class _SpanRun:
+class _Traced:
     span: Span
     started: float
     outcome: SpanOutcome = "success"
@@ -393,7 +412,7 @@ class Telemetry:
         span.set_attribute(RESUMED_AFTER_ATTRIBUTE, after)
         log.info("Stream resumed", extra={"after_event": after})
 
-    def rejected(self, reason: str) -> None:
+    def rejected(self, reason: RejectionReason) -> None:
         """A request refused before any work started (load shedding, limits, bad input)."""
         self._instruments.rejected.add(1, {"reason": reason})
 
@@ -433,32 +452,32 @@ class Telemetry:
         self,
         name: str,
         attributes: Mapping[str, AttributeValue],
-        on_end: Callable[[_SpanRun], None],
+        on_end: Callable[[_Traced], None],
         kind: SpanKind = SpanKind.INTERNAL,
-    ) -> Iterator[_SpanRun]:
+    ) -> Iterator[_Traced]:
         """A span around the caller's block, classified by the module's policy; ``on_end``
         records the metrics and the last attributes while the span is still open."""
         span = self._tracer.start_span(name, kind=kind, attributes=attributes)
-        run = _SpanRun(span=span, started=time.perf_counter())
+        traced = _Traced(span=span, started=time.perf_counter())
         with trace.use_span(
             span, end_on_exit=True, record_exception=False, set_status_on_exception=False
         ):
             try:
-                yield run
+                yield traced
             except asyncio.CancelledError:
-                run.outcome, run.error_type = CANCELLED, CANCELLED
+                traced.outcome, traced.error_type = CANCELLED, CANCELLED
                 span.set_status(Status(StatusCode.ERROR, CANCELLED))
                 span.set_attribute(ERROR_TYPE, CANCELLED)
                 raise
             except BaseException as exc:
-                run.outcome, run.error_type = "error", type(exc).__qualname__
+                traced.outcome, traced.error_type = "error", type(exc).__qualname__
                 span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, run.error_type))
-                span.set_attribute(ERROR_TYPE, run.error_type)
+                span.set_status(Status(StatusCode.ERROR, traced.error_type))
+                span.set_attribute(ERROR_TYPE, traced.error_type)
                 raise
             finally:
                 try:
-                    on_end(run)
+                    on_end(traced)
                 except Exception:  # telemetry never breaks the caller
                     log.warning("Telemetry failed to finish span %s", name, exc_info=True)
 
@@ -469,23 +488,27 @@ class Telemetry:
         attributes = {"phase": name}
         cost = CostSum()
 
-        def ended(run: _SpanRun) -> None:
-            cost.annotate(run.span)
-            duration = run.elapsed_s()
-            if run.counted is not None:
-                self._instruments.phase_completions.add(1, {**attributes, "status": run.counted})
+        def ended(traced: _Traced) -> None:
+            cost.annotate(traced.span)
+            duration = traced.elapsed_s()
+            if traced.counted is not None:
+                self._instruments.phase_completions.add(1, {**attributes, "status": traced.counted})
                 self._instruments.phase_duration.record(duration, attributes)
             log.info(
                 "Phase completed",
-                extra={"phase": name, "status": run.outcome, "duration_ms": int(duration * 1000)},
+                extra={
+                    "phase": name,
+                    "status": traced.outcome,
+                    "duration_ms": int(duration * 1000),
+                },
             )
 
         with (
-            self._traced(f"fit_check.phase {name}", {PHASE_ATTRIBUTE: name}, ended) as run,
+            self._traced(f"fit_check.phase {name}", {PHASE_ATTRIBUTE: name}, ended) as traced,
             _summing(cost),
         ):
             log.info("Phase started", extra={"phase": name})
-            yield PhaseScope(started=run.started)
+            yield PhaseScope(started=traced.started)
 
     # --- provider calls ---------------------------------------------------------------
     @contextmanager
@@ -514,11 +537,11 @@ class Telemetry:
             span_attributes[GEN_AI_CONVERSATION_ID] = session_id
         sums = _COST_SUMS.get()
 
-        def ended(run: _SpanRun) -> None:
-            span = run.span
+        def ended(traced: _Traced) -> None:
+            span = traced.span
             metric_attributes = dict(attributes)
             self._record_cost(span, scope, price, model, sums)
-            self._record_chunks(span, scope, run.started, metric_attributes)
+            self._record_chunks(span, scope, traced.started, metric_attributes)
             if scope.response_model:
                 span.set_attribute(GEN_AI_RESPONSE_MODEL, scope.response_model)
                 metric_attributes[GEN_AI_RESPONSE_MODEL] = scope.response_model
@@ -535,13 +558,13 @@ class Telemetry:
                     span.set_attribute(attribute, count)
             if scope.cached_input_tokens is not None:
                 span.set_attribute(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, scope.cached_input_tokens)
-            if run.counted is None:
+            if traced.counted is None:
                 return
-            duration = run.elapsed_s()
-            if run.error_type is not None:
-                metric_attributes[ERROR_TYPE] = run.error_type
-            self._instruments.llm_calls.add(1, {"model": model, "status": run.counted})
-            if run.counted == "success" and scope.input_tokens is scope.output_tokens is None:
+            duration = traced.elapsed_s()
+            if traced.error_type is not None:
+                metric_attributes[ERROR_TYPE] = traced.error_type
+            self._instruments.llm_calls.add(1, {"model": model, "status": traced.counted})
+            if traced.counted == "success" and scope.input_tokens is scope.output_tokens is None:
                 # Nothing measured is not zero: no token attributes, and this says so.
                 span.set_attribute(USAGE_REPORTED_ATTRIBUTE, False)
                 self._instruments.llm_usage_missing.add(1, {"model": model})
@@ -608,11 +631,13 @@ class Telemetry:
             "fit_check.search.query_count": query_count,
         }
 
-        def ended(run: _SpanRun) -> None:
-            run.span.set_attribute("fit_check.search.result_count", scope.result_count)
-            if run.counted is not None:
-                self._instruments.search_calls.add(1, {"provider": provider, "status": run.counted})
-                self._instruments.search_latency.record(run.elapsed_s(), {"provider": provider})
+        def ended(traced: _Traced) -> None:
+            traced.span.set_attribute("fit_check.search.result_count", scope.result_count)
+            if traced.counted is not None:
+                self._instruments.search_calls.add(
+                    1, {"provider": provider, "status": traced.counted}
+                )
+                self._instruments.search_latency.record(traced.elapsed_s(), {"provider": provider})
 
         with self._traced(f"search {provider}", attributes, ended, SpanKind.CLIENT):
             yield scope

@@ -131,23 +131,23 @@ class FitCheckPipeline:
         self._results_per_query = results_per_query
 
     async def run(self, query: str, emit: EventSink, *, include_thoughts: bool = True) -> None:
-        run = PhaseEmitter(emit, include_thoughts, self._telemetry)
+        emitter = PhaseEmitter(emit, include_thoughts, self._telemetry)
         profile = self._profile
 
-        with run.phase("connecting", "Reading the query") as result:
+        with emitter.phase("connecting", "Reading the query") as result:
             kind = self._query_kind(query)
-            run.thought("reasoning", f"The query reads as a {kind.replace('_', ' ')}.")
+            emitter.thought("reasoning", f"The query reads as a {kind.replace('_', ' ')}.")
             result.summary = f"Evaluating {profile.name} against a {kind.replace('_', ' ')}"
             result.data = {"query_kind": kind, "engineer": profile.name}
 
         await emit.wait_for_reader()
-        with run.phase("deep_research", "Researching the employer") as result:
+        with emitter.phase("deep_research", "Researching the employer") as result:
             queries = self._research_queries(query)
             for q in queries:
-                run.thought("tool_call", "Searching", tool="search", input=q)
+                emitter.thought("tool_call", "Searching", tool="search", input=q)
             research = await self._gateway.search(queries, limit=self._results_per_query)
             requirements = extract_requirements(query, research, self._vocabulary)
-            run.thought(
+            emitter.thought(
                 "observation", f"{len(research)} sources, {len(requirements)} requirements found."
             )
             result.summary = f"{len(research)} sources, {len(requirements)} requirements"
@@ -165,13 +165,13 @@ class FitCheckPipeline:
         }
 
         await emit.wait_for_reader()
-        with run.phase("skeptical_comparison", "Comparing skeptically") as result:
+        with emitter.phase("skeptical_comparison", "Comparing skeptically") as result:
             answer = await self._gateway.complete(
                 self._request("skeptical_comparison", facts),
                 on_chunk=_progress(emit, "skeptical_comparison"),
             )
             text = answer.text
-            run.thought("reasoning", text)
+            emitter.thought("reasoning", text)
             gaps = [m.skill for m in matches if m.verdict == "gap"]
             result.summary = summary_of(text)
             result.data = {
@@ -184,19 +184,19 @@ class FitCheckPipeline:
         facts.update(score=score, label=fit_label(score))
 
         await emit.wait_for_reader()
-        with run.phase("skills_matching", "Matching skills") as result:
+        with emitter.phase("skills_matching", "Matching skills") as result:
             text = (
                 await self._gateway.complete(
                     self._request("skills_matching", facts),
                     on_chunk=_progress(emit, "skills_matching"),
                 )
             ).text
-            run.thought("reasoning", text)
+            emitter.thought("reasoning", text)
             result.summary = f"Fit score {score}/100 over {len(matches)} skills"
             result.data = {"score": score, "matches": facts["matches"]}
 
         await emit.wait_for_reader()
-        with run.phase("generate_results", "Writing the report") as result:
+        with emitter.phase("generate_results", "Writing the report") as result:
 
             def on_chunk(chunk: str) -> None:
                 for piece in split_text(chunk):
