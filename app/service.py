@@ -29,7 +29,7 @@ from app.rejections import REJECTION_REASONS, RejectionReason
 from app.resilience.breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.stream_timeouts import StreamLimits
 from app.store.redis_log import SessionStore, StoredSession, StoreUnavailable
-from otel.facade import Telemetry
+from otel.facade import ScrapePolicy, Telemetry
 
 log = logging.getLogger("fit_check.service")
 
@@ -167,6 +167,11 @@ class FitCheckService:
             rejection_reasons=REJECTION_REASONS,
             active_sessions=lambda: service.sessions.active,
             breaker_states=lambda: {n: STATE_VALUES[b.state] for n, b in breakers.items()},
+            scrapes=ScrapePolicy(
+                workers=settings.workers,
+                metrics_port=settings.metrics_port,
+                token=settings.metrics_token,
+            ),
         )
         return service
 

@@ -276,6 +276,34 @@ class _Traced:
         return time.perf_counter() - self.started
 
 
+@dataclass(frozen=True, slots=True)
+class ScrapePolicy:
+    """Whether ``/metrics`` on the public port answers, and to whom."""
+
+    #: Several workers: each counts its own requests, so one scrape would see one at random.
+    workers: int = 1
+    #: The exposition has a port of its own (``FIT_CHECK_METRICS_PORT``).
+    metrics_port: int | None = None
+    #: A bearer token every scrape must carry (``FIT_CHECK_METRICS_TOKEN``).
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeRefused:
+    """A scrape refused: the HTTP layer answers with the service's one error shape."""
+
+    status: int
+    code: str
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class Telemetry:
     """Spans, metrics and logs for requests, phases and provider calls."""
 
@@ -304,6 +332,7 @@ class Telemetry:
         )
         self._render_metrics = render_metrics
         self._recent_traces = recent_traces
+        self._scrapes = ScrapePolicy()
 
     # --- wiring --------------------------------------------------------------------
     def prepare(
@@ -315,8 +344,11 @@ class Telemetry:
         rejection_reasons: Sequence[str],
         active_sessions: Callable[[], int],
         breaker_states: Callable[[], Mapping[str, int]],
+        scrapes: ScrapePolicy | None = None,
     ) -> None:
-        """Zero-fill the closed label sets and watch the service's own state."""
+        """Zero-fill the closed label sets, watch the service's own state, and say how
+        ``/metrics`` on the public port is served (``scrape``)."""
+        self._scrapes = scrapes or ScrapePolicy()
         self._instruments.zero_fill(
             phases=phases,
             llm_models=(llm_model,),
@@ -327,13 +359,38 @@ class Telemetry:
             active_sessions=active_sessions, breaker_states=breaker_states
         )
 
-    @staticmethod
-    def scrape_authorised(authorization: str | None, token: str) -> bool:
-        """Whether a scrape's ``Authorization`` header carries the metrics token."""
-        return bearer_token_matches(authorization, token)
+    def scrape(
+        self, *, accept: str | None, authorization: str | None
+    ) -> Exposition | ScrapeRefused:
+        """``/metrics`` on the public port: the exposition in the format ``accept`` asks
+        for, or why not, by the policy given to ``prepare``."""
+        policy = self._scrapes
+        if policy.workers > 1:
+            return ScrapeRefused(
+                404,
+                "NOT_FOUND",
+                f"{policy.workers} workers each count their own requests: read the metrics "
+                "through the collector (OTEL_EXPORTER_OTLP_ENDPOINT), where every worker is its "
+                "own instance",
+            )
+        if policy.metrics_port is not None:
+            return ScrapeRefused(
+                404, "NOT_FOUND", f"metrics are served on port {policy.metrics_port}"
+            )
+        if policy.token is not None and not bearer_token_matches(authorization, policy.token):
+            return ScrapeRefused(
+                401,
+                "UNAUTHORIZED",
+                "metrics need a bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if self._render_metrics is None:
+            return ScrapeRefused(404, "NOT_FOUND", "metrics are off (OTEL_SDK_DISABLED=true)")
+        body, content_type = self._render_metrics(accept)
+        return Exposition(body, content_type)
 
     def render_metrics(self, accept: str | None) -> tuple[bytes, str] | None:
-        """The Prometheus exposition for ``/metrics``, or None when metrics are disabled."""
+        """The Prometheus exposition, or None when metrics are disabled (benchmarks)."""
         return None if self._render_metrics is None else self._render_metrics(accept)
 
     @property

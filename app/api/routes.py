@@ -26,7 +26,7 @@ from app.pipeline.live_sessions import SessionLimitReached
 from app.pipeline.remote_stream import remote_frames
 from app.pipeline.session import SessionRun
 from app.service import FitCheckService, HealthResponse, RemoteSession, SessionStoreUnavailable
-from otel.facade import Telemetry, TraceRef
+from otel.facade import ScrapeRefused, Telemetry, TraceRef
 
 SHUTTING_DOWN_RETRY_AFTER_S = 1
 
@@ -374,31 +374,9 @@ async def readiness(service: ServiceDep) -> Response | ReadinessResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, service: ServiceDep) -> Response:
-    settings = service.settings
-    if settings.workers > 1:
-        # Each worker has its own counters: a scrape here would see one worker at random.
-        return error_response(
-            404,
-            "NOT_FOUND",
-            f"{settings.workers} workers each count their own requests: read the metrics "
-            "through the collector (OTEL_EXPORTER_OTLP_ENDPOINT), where every worker is its "
-            "own instance",
-        )
-    if settings.metrics_port is not None:
-        return error_response(
-            404, "NOT_FOUND", f"metrics are served on port {settings.metrics_port}"
-        )
-    if settings.metrics_token is not None and not service.telemetry.scrape_authorised(
-        request.headers.get("authorization"), settings.metrics_token
-    ):
-        return error_response(
-            401,
-            "UNAUTHORIZED",
-            "metrics need a bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    rendered = service.telemetry.render_metrics(request.headers.get("accept"))
-    if rendered is None:
-        return error_response(404, "NOT_FOUND", "metrics are off (OTEL_SDK_DISABLED=true)")
-    body, content_type = rendered
-    return Response(body, media_type=content_type)
+    answer = service.telemetry.scrape(
+        accept=request.headers.get("accept"), authorization=request.headers.get("authorization")
+    )
+    if isinstance(answer, ScrapeRefused):
+        return error_response(answer.status, answer.code, answer.message, headers=answer.headers)
+    return Response(answer.body, media_type=answer.content_type)
