@@ -238,43 +238,27 @@ def _histogram_temporality(reader: MetricReader) -> AggregationTemporality:
     return next(chosen, AggregationTemporality.CUMULATIVE)
 
 
-class PrometheusReader(PrometheusMetricReader):
-    """The ``/metrics`` reader, with the lean histograms."""
-
-    def __init__(self, histograms: LeanHistograms, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lean = histograms
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        merged = self._lean.merged(metrics_data, self)
-        super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[arg-type]
-
-
-class PeriodicReader(PeriodicExportingMetricReader):
-    """The OTLP push, with the lean histograms."""
+class _MergingReader(MetricReader):
+    """A metric reader that adds the lean histograms to each collection it receives."""
 
     def __init__(self, histograms: LeanHistograms, *args: Any, **kwargs: Any) -> None:
+        self._lean = histograms
         super().__init__(*args, **kwargs)
-        self._lean = histograms
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
         merged = self._lean.merged(metrics_data, self)
-        super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[arg-type]
+        super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[arg-type,safe-super]
 
 
-class InMemoryReader(InMemoryMetricReader):
+class PrometheusReader(_MergingReader, PrometheusMetricReader):
+    """The ``/metrics`` reader, with the lean histograms."""
+
+
+class PeriodicReader(_MergingReader, PeriodicExportingMetricReader):
+    """The OTLP push, with the lean histograms."""
+
+
+class InMemoryReader(_MergingReader, InMemoryMetricReader):
     """What tests read, with the lean histograms, as an exporter would see them."""
-
-    def __init__(self, histograms: LeanHistograms, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lean = histograms
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        merged = self._lean.merged(metrics_data, self)
-        super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[arg-type]

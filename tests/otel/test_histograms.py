@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     MetricsData,
 )
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
@@ -74,6 +75,7 @@ def test_a_point_is_the_one_the_sdk_makes_of_the_same_values(book: LeanHistogram
     [(metric, got)] = points(ours_reader, "h")
 
     assert (metric.unit, metric.description) == ("s", "d")
+    assert isinstance(metric.data, HistogramData)
     assert metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
     assert got.attributes == {"model": "m"}
     assert list(got.bucket_counts) == list(expected.bucket_counts) == [2, 2, 2, 1, 1]
@@ -188,6 +190,7 @@ def test_a_push_that_asks_for_deltas_gets_each_interval_once(book: LeanHistogram
             for metric in scope.metrics
             if metric.name == "h"
         ]
+        assert isinstance(metric.data, HistogramData)
         assert metric.data.aggregation_temporality is AggregationTemporality.DELTA
         [point] = metric.data.data_points
         assert isinstance(point, HistogramDataPoint)
