@@ -36,9 +36,9 @@ from app.api.origins import JsonCORSMiddleware, OriginGate
 from app.api.routes import router, stream_get
 from app.api.schemas import document_sse_events
 from app.config import Settings
+from app.http_server import DrainingServer, server_config
 from app.models import error_json
 from app.providers.factory import Providers, build_providers
-from app.server import DrainingServer, server_config
 from app.service import FitCheckService
 from app.startup import announce
 from app.workers import Supervisor, worker_log_file

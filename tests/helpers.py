@@ -16,8 +16,8 @@ from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 
 from app.config import Settings
+from app.http_server import DrainingServer, server_config
 from app.providers.factory import Providers
-from app.server import DrainingServer, server_config
 from app.service import FitCheckService
 from otel.testing import CapturedTelemetry
 

@@ -99,7 +99,7 @@ REPLAY = "app/pipeline/replay.py"
 EVENT_IDS = "app/pipeline/event_ids.py"
 ERRORS = "app/api/errors.py"
 ORIGINS = "app/api/origins.py"
-SERVER = "app/server.py"
+SERVER = "app/host_names.py"
 MUTATIONS += [
     Mutation(
         REPLAY, "_COMPACT_AFTER = 64", "_COMPACT_AFTER = 65", "compacted later", (REPLAY_CAP,)

@@ -32,7 +32,7 @@ class OriginGate:
     proxy, that needs the proxy to pass ``Host`` on). The origin is never echoed.
 
     Same-origin trusts ``Host``: a DNS-rebinding page sends its own name in both. The server
-    answers only known ``Host`` names (``app.server.HostAllowList``), which closes that.
+    answers only known ``Host`` names (``app.host_names.HostAllowList``), which closes that.
     """
 
     def __init__(

@@ -21,7 +21,9 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.server import LINGER_S, DrainingServer, HostAllowList, server_config
+from app.host_names import HostAllowList
+from app.http_server import DrainingServer, server_config
+from app.uvicorn_protocol import LINGER_S
 from tests.fakes import counting_providers
 from tests.helpers import HarnessFactory, LiveServer, LiveServerFactory, parse_sse, wait_until
 

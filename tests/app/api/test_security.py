@@ -10,7 +10,7 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from app.server import HostAllowList
+from app.host_names import HostAllowList
 from tests.fakes import counting_providers
 from tests.helpers import Harness, HarnessFactory, LiveServer, in_process_client, parse_sse
 

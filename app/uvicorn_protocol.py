@@ -1,4 +1,13 @@
-"""The HTTP server: uvicorn, with the transport limits and the drain it lacks.
+"""uvicorn's httptools protocol with the transport limits it lacks.
+
+**Bound to uvicorn's internals, on purpose, and only here.** uvicorn has no option for
+what this adds, and an ASGI middleware runs too late for it (after headers are parsed and
+buffered whole, after the answer to an HTTP/1.0 request is framed), so this subclasses
+``HttpToolsProtocol`` and, for HTTP/1.0, swaps the class of the request's
+``RequestResponseCycle``. Both are uvicorn's private classes: the version range in
+pyproject.toml is the one this was written against, and
+``tests/app/test_uvicorn_protocol.py`` names every internal attribute and method used here,
+so an upgrade that moves one fails there, loudly, before any behaviour test does.
 
 * **Header limits.** uvicorn's httptools protocol buffers request headers without bound
   and without a deadline: a 64 MB header stalled the event loop for seconds, and sockets
@@ -9,52 +18,31 @@
   (or, once an answer has started, its connection is closed): a body sent a byte at a
   time holds no connection for longer. Time the server itself stops reading (a request
   queued behind another on the connection) does not count against the client.
-* **Host names.** A page on any site can make a browser send requests to this instance
-  under a name the page controls (DNS rebinding): the ``Host`` header then carries that
-  name. Only loopback names, ``HOST`` (unless it is a wildcard address) and
-  ``allowed_hosts`` are answered; any other ``Host`` gets ``421``. Checked here, before
-  the app runs, so every route is covered; callers without a socket (tests, benchmarks
-  calling the app in process) are not browsers and are not checked.
-* **One error shape.** Every refusal of the server is JSON ``{"code", "message",
-  "errors"}``, as the app's are: an unparsable request gets ``400`` ``BAD_REQUEST``
-  instead of uvicorn's plain-text one.
+* **Host names** (``app.host_names``): any ``Host`` outside the allow-list gets ``421``.
+  Callers without a socket (tests, benchmarks calling the app in process) are not
+  browsers and are not checked.
+* **One error shape.** Every refusal here is JSON ``{"code", "message", "errors"}``, as the
+  app's are: an unparsable request gets ``400`` ``BAD_REQUEST`` instead of uvicorn's
+  plain-text one.
 * **HTTP/1.0.** httptools' protocol frames every body of unknown length as chunked, which
   HTTP/1.0 does not have; such a body is sent as is and ended by closing the connection.
-* **Draining.** On the first SIGTERM or SIGINT the service drains (``FitCheckService.drain``:
-  ``/ready`` turns 503, new streams get 503, streams in flight get the grace period, then
-  a ``SHUTTING_DOWN`` event) and only then does uvicorn shut down: close the listeners,
-  wait briefly for what is left, run the lifespan shutdown (telemetry flush). A repeated
-  SIGTERM changes nothing (as in uvicorn): every stream still gets its terminal event. A
-  SIGINT after the first signal forces the exit, as a second Ctrl-C does in uvicorn:
-  streams are cut without their terminal event and telemetry is not flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import logging
-import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable
 from http import HTTPStatus
-from types import FrameType
 from typing import Any
 
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from app.host_names import HostAllowList
 from app.models import error_json
 from app.rejections import RejectionReason
 
-log = logging.getLogger("fit_check.server")
-
 #: How long a refused connection is read from (and what arrives discarded) before it closes.
 LINGER_S = 1.0
-#: What uvicorn waits for after the drain (all streams have ended by then: this is for
-#: requests still sending their body) before it cancels them.
-AFTER_DRAIN_WAIT_S = 0.5
-#: ``HOST`` values that name no host: listening on every address.
-_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 def _json_error(status: int, code: str, message: str) -> bytes:
@@ -63,60 +51,6 @@ def _json_error(status: int, code: str, message: str) -> bytes:
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
-
-
-def _split_host(value: str) -> tuple[str, str | None]:
-    """``name[:port]`` -> (lower-case name without a trailing dot, port or None);
-    ``[::1]:8000`` -> ("::1", "8000")."""
-    if value.startswith("["):
-        name, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else None
-    elif value.count(":") == 1:
-        name, _, port = value.partition(":")
-    else:
-        name, port = value, None
-    return name.rstrip(".").lower(), port
-
-
-def _is_loopback(name: str) -> bool:
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-class HostAllowList:
-    """The ``Host`` names this instance answers to: loopback (``localhost``, 127.0.0.0/8,
-    ``::1``) on any port, ``host`` (what it listens on) unless that is a wildcard address,
-    and each entry of ``allowed``: ``name`` (any port), ``name:port``, ``*.suffix`` (any
-    name under it), or ``*`` (any Host at all: a proxy in front checks it)."""
-
-    def __init__(self, host: str, allowed: Sequence[str]) -> None:
-        entries = [_split_host(entry.strip()) for entry in allowed if entry.strip()]
-        if host not in _WILDCARD_ADDRESSES:
-            entries.append(_split_host(host.strip("[]") if ":" in host else host))
-        self._any = any(name == "*" for name, _ in entries)
-        self._names = frozenset(name for name, port in entries if port is None)
-        self._names_with_port = frozenset(
-            (name, port) for name, port in entries if port is not None
-        )
-        self._suffixes = tuple(name[1:] for name, _ in entries if name.startswith("*."))
-
-    def allows(self, value: bytes) -> bool:
-        if self._any:
-            return True
-        try:
-            name, port = _split_host(value.decode("ascii"))
-        except UnicodeDecodeError:
-            return False
-        return (
-            name in self._names
-            or (name, port) in self._names_with_port
-            or (bool(self._suffixes) and name.endswith(self._suffixes))
-            or _is_loopback(name)
-        )
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -328,91 +262,4 @@ def guarded_protocol(
             "hosts": hosts,
             "on_reject": staticmethod(on_reject),
         },
-    )
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn that drains the service before it shuts down (see the module docstring)."""
-
-    def __init__(
-        self, config: uvicorn.Config, *, drain: Callable[[], Coroutine[Any, Any, None]]
-    ) -> None:
-        super().__init__(config)
-        self._drain = drain
-        self._exit_signal: int | None = None
-        self._drain_task: asyncio.Task[None] | None = None
-        #: uvicorn raises the signals it handled again once it has stopped (so the process
-        #: ends as that signal says): not when the drain was asked for by a call.
-        self._raise_again = True
-        self._repeated_signals = 0
-        self._repeats_logged = 0
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._exit_signal is None:
-            self._exit_signal = sig  # picked up by the next tick, in the event loop
-        elif sig == signal.SIGINT:
-            # A second Ctrl-C: uvicorn's forced exit (it needs `should_exit` set first).
-            self.should_exit = True
-            super().handle_exit(sig, frame)
-        else:
-            # Cutting the drain short would cut streams without their terminal event.
-            self._repeated_signals += 1  # logged by the next tick: not in a signal handler
-
-    def request_drain(self) -> None:
-        """As a SIGTERM does (for tests and embedding), but with no SIGTERM raised in the
-        process once the server has stopped."""
-        if self._exit_signal is None:
-            self._raise_again = False
-        self.handle_exit(signal.SIGTERM, None)
-
-    async def on_tick(self, counter: int) -> bool:
-        if self._repeated_signals > self._repeats_logged:
-            self._repeats_logged = self._repeated_signals
-            log.warning(
-                "Already shutting down: streams in flight still get their grace period and "
-                "terminal event (a SIGINT forces the exit)"
-            )
-        if self._exit_signal is not None and not self.should_exit:
-            if self._drain_task is None:
-                self._drain_task = asyncio.create_task(self._drain(), name="fit-check drain")
-            elif self._drain_task.done() and self._raise_again:
-                super().handle_exit(self._exit_signal, None)
-            elif self._drain_task.done():
-                self.should_exit = True
-        return await super().on_tick(counter)
-
-
-def server_config(
-    app: Any,
-    *,
-    host: str,
-    port: int,
-    max_header_bytes: int,
-    header_timeout_s: float,
-    on_reject: Callable[[RejectionReason], None],
-    body_timeout_s: float = GuardedHttpToolsProtocol.body_timeout_s,
-    allowed_hosts: Sequence[str] = (),
-    forwarded_allow_ips: Sequence[str] = (),
-) -> uvicorn.Config:
-    """uvicorn's configuration with the limits above; ``allowed_hosts`` are the ``Host``
-    names answered besides loopback and ``host``; requests from ``forwarded_allow_ips``
-    (proxies) are taken to come from the client their ``X-Forwarded-For`` names, which
-    the per-client session limit counts (uvicorn's proxy headers support)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=guarded_protocol(
-            max_header_bytes=max_header_bytes,
-            header_timeout_s=header_timeout_s,
-            body_timeout_s=body_timeout_s,
-            hosts=HostAllowList(host, allowed_hosts),
-            on_reject=on_reject,
-        ),
-        log_config=None,
-        proxy_headers=bool(forwarded_allow_ips),
-        forwarded_allow_ips=list(forwarded_allow_ips) or None,
-        lifespan="on",
-        # [arg-type]: typed int, used as asyncio.wait_for's timeout, where a float works.
-        timeout_graceful_shutdown=AFTER_DRAIN_WAIT_S,  # type: ignore[arg-type]
     )
