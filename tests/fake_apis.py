@@ -43,6 +43,8 @@ class FakeAPI:
     cached_tokens: int | None = None
     #: False: the stream carries no usage chunk, as some servers' streams do not.
     reports_usage: bool = True
+    #: Hold the body open this long after ``data: [DONE]`` (a server slow to end it).
+    after_done_s: float = 0.0
 
     def app(self) -> Starlette:
         return Starlette(
@@ -59,6 +61,7 @@ class FakeAPI:
                 "headers": dict(request.headers),
                 "query": dict(request.query_params),
                 "body": body,
+                "client": request.client,
             }
         )
 
@@ -131,6 +134,8 @@ class FakeAPI:
                 }
             )
             yield b"data: [DONE]\n\n"
+            if self.after_done_s:
+                await asyncio.sleep(self.after_done_s)
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

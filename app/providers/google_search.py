@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.providers.base import ProviderError, SearchResult
+from app.providers.responses import let_go
 
 
 class GoogleSearch:
@@ -39,6 +40,7 @@ class GoogleSearch:
             response = await self.http_client.get(self._url, params=params)
         except httpx.HTTPError as exc:
             raise ProviderError(f"search request failed: {type(exc).__name__}") from exc
+        let_go(response)  # read whole and closed already
         if response.status_code >= 400:
             raise ProviderError(f"search server answered HTTP {response.status_code}")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from functools import lru_cache
@@ -12,12 +13,16 @@ import orjson
 
 from app.providers.asyncio_backend import http_transport
 from app.providers.base import LLMRequest, LLMUsage, ProviderError
+from app.providers.responses import let_go
 
 #: The longest line of a streamed answer taken (one ``data:`` line is one chunk, a few
 #: hundred bytes), and the largest answer that is not streamed: past them the call fails
 #: instead of the line or body being held in memory whole.
 MAX_LINE_BYTES = 262_144
 MAX_BODY_BYTES = 4_194_304
+#: What is read after ``[DONE]`` at most, and for how long, to keep the connection.
+_END_BYTES = 65_536
+_END_WAIT_S = 1.0
 
 
 #: ``gen_ai.provider.name`` by the API's host, where the GenAI conventions name it.
@@ -85,6 +90,7 @@ class OpenAIChat:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        response: httpx.Response | None = None
         try:
             async with self.http_client.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -112,6 +118,7 @@ class OpenAIChat:
                         if line.startswith(b"data:"):
                             payload = line[5:].strip()
                             if payload == b"[DONE]":
+                                await _read_the_end(received)
                                 return
                             text = _read_chunk(_json_object(payload), usage)
                             if text:
@@ -125,9 +132,28 @@ class OpenAIChat:
         except httpx.HTTPError as exc:
             # The exception text can carry the URL but never the Authorization header.
             raise ProviderError(f"LLM request failed: {type(exc).__name__}") from exc
+        finally:
+            if response is not None:
+                let_go(response)
 
     async def aclose(self) -> None:
         await self.http_client.aclose()
+
+
+async def _read_the_end(received: AsyncIterator[bytes]) -> None:
+    """After ``[DONE]``, the body's last bytes (a blank line, the chunked terminator): read,
+    the connection goes back to the pool; left unread, httpcore closes it, and the next
+    call pays a new connection (and TLS handshake). A server that keeps sending, or stalls
+    after ``[DONE]``, is not waited for: the answer is complete and its connection closed."""
+    left = _END_BYTES
+    try:
+        async with asyncio.timeout(_END_WAIT_S):
+            async for data in received:
+                left -= len(data)
+                if left < 0:
+                    return
+    except TimeoutError:
+        return
 
 
 async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
