@@ -47,7 +47,7 @@ class HostAllowList:
     def __init__(self, host: str, allowed: Sequence[str]) -> None:
         entries = [_split_host(entry.strip()) for entry in allowed if entry.strip()]
         if host not in _WILDCARD_ADDRESSES:
-            entries.append(_split_host(host.strip("[]") if ":" in host else host))
+            entries.append(_split_host(host))  # an IPv6 address reads alike with or without []
         self._any = any(name == "*" for name, _ in entries)
         self._names = frozenset(name for name, port in entries if port is None)
         self._names_with_port = frozenset(

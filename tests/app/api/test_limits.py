@@ -183,6 +183,22 @@ async def test_the_apps_own_answer_to_the_aborted_read_is_replaced_once() -> Non
     assert b"framework error" not in b"".join(m.get("body", b"") for m in client.sent)
 
 
+async def test_an_app_that_answers_the_aborted_read_and_returns_gets_one_413() -> None:
+    """As FastAPI does: the aborted read becomes its own 400, and nothing is raised."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await Request(scope, receive).body()
+        except BodyTooLarge:
+            await JSONResponse({"detail": "framework error"}, status_code=400)(scope, receive, send)
+
+    guard, rejections = size_limit(app)
+    client = Client(b"x" * 6, b"x" * 6)
+    await guard(http_scope([]), client.receive, client.send)
+    assert_413(client, rejections)
+    assert b"framework error" not in b"".join(m.get("body", b"") for m in client.sent)
+
+
 async def test_an_app_that_lets_the_aborted_read_through_gets_one_413() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await Request(scope, receive).body()

@@ -67,6 +67,13 @@ async def test_an_allowed_origin_passes_with_or_without_a_trailing_slash(configu
     assert_passed(await gate(["http://other.example", configured], [(b"origin", PAGE.encode())]))
 
 
+async def test_only_trailing_slashes_are_trimmed_from_a_configured_origin() -> None:
+    """``https://BOX/`` is ``https://BOX``: the name itself is matched whole, to its
+    last character."""
+    assert_passed(await gate(["https://BOX/"], [(b"origin", b"https://BOX")]))
+    assert_refused(await gate(["https://BOX/"], [(b"origin", b"https://BO")]))
+
+
 @pytest.mark.parametrize(
     "origin", [b"https://evil.example", b"null", PAGE.encode() + b"/", b"http://page.example.evil"]
 )

@@ -56,6 +56,17 @@ def test_frames_not_sent_are_never_dropped_however_many() -> None:
     assert (buffer.first_seq, buffer.unsent_bytes) == (3, 25)
 
 
+def test_what_is_unsent_follows_the_reader_forward_and_back() -> None:
+    """A reader sent one frame or several, and a reconnect asking for older frames (one
+    back or several): what is unsent is always the bytes from ``keep_from`` on."""
+    frames = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"]
+    buffer = filled(100, *frames)
+    for seq in (1, 3, 2, 5, 1, 4, 0, 5):
+        buffer.sent_through(seq)
+        assert buffer.unsent_bytes == sum(map(len, frames[seq:])), seq
+    assert (buffer.first_seq, buffer.size, buffer.since(0)) == (0, 15, frames)
+
+
 def test_holds_at_both_edges_after_drops() -> None:
     buffer = filled(10, *[bytes([n]) * 4 for n in range(6)], sent=6)
     assert (buffer.first_seq, buffer.next_seq) == (4, 6)
