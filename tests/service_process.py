@@ -19,10 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 FIT_CHECK = ROOT / ".venv" / "bin" / "fit-check"
 
 
+#: Every port ``free_port`` gave in this process.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port, never one given before in this process: the kernel may hand
+    out a port it has just handed out, and two servers given it would race to bind it
+    (the loser's readiness probe then reaches the winner)."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that was not handed out already")
 
 
 @dataclass

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack import PORT_NAMES, Stack, free_port, missing_tools
+from tests.e2e.stack import PORT_NAMES, Stack, missing_tools
+from tests.service_process import free_port
 
 
 @pytest.fixture(scope="session")

@@ -45,8 +45,9 @@ from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.pipeline.event_ids import LastEventId, parse_last_event_id
-from tests.e2e.stack import CACHE, ROOT, Stack, free_port, poll
+from tests.e2e.stack import CACHE, ROOT, Stack, poll
 from tests.fake_apis import FakeAPI
+from tests.service_process import free_port
 
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "fit-check.conf"
 FIT_CHECK = ROOT / ".venv" / "bin" / "fit-check"

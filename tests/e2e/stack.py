@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import Events, parse_sse
+from tests.service_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -43,12 +43,6 @@ PORT_NAMES = (
     "PROMETHEUS_PORT",
     "VICTORIALOGS_PORT",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 #: The metrics only an instance with a shared session store (Redis) exports.

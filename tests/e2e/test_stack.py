@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from app.pipeline.events import PHASES
-from tests.e2e.stack import ROOT, Stack, dashboard_queries, free_port, poll
+from tests.e2e.stack import ROOT, Stack, dashboard_queries, poll
 from tests.helpers import parse_sse
+from tests.service_process import free_port
 
 pytestmark = pytest.mark.e2e
 
