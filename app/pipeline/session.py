@@ -6,13 +6,14 @@ in a bounded replay buffer, and a client that lost its connection comes back wit
 ``Last-Event-ID`` and reads on from where it was, on a new request, without a second
 analysis.
 
-Lifecycle, with one owner for every exit:
+Lifecycle (:class:`SessionState`), with one owner for every exit:
 
 * the request that opened the session starts the task and, once its own stream has
   ended, *lingers* (:meth:`linger`) until the session is settled;
 * the session is settled when a reader has been sent the terminal event, or when nobody
-  has been reading for ``resume_window_s``: the pipeline is then cancelled (or its
-  finished result dropped) and the request is counted ``cancelled``, once;
+  has been reading for ``resume_window_s`` (or nobody can any more: *abandoned*): the
+  pipeline is then cancelled (or its finished result dropped) and the request is counted
+  ``cancelled``, once;
 * :meth:`shut_down` (the instance is draining) ends a running pipeline with a
   ``SHUTTING_DOWN`` error event, or drops a session nobody is reading.
 
@@ -23,10 +24,11 @@ has one root for the whole session, and a reconnect's server span joins it as a 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
-from typing import Literal, Protocol
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Final, Literal, Protocol
 
 import anyio
 
@@ -112,6 +114,54 @@ _SLOW_READER: _StopReason = (
 )
 
 
+class SessionState(enum.Enum):
+    """Where a session is in its life: one value, changed only along ``_NEXT``, so that a
+    late event (a reader sent the terminal event after the owner gave up, a pipeline that
+    ends after it was closed) cannot reopen what was settled.
+
+    Whether anyone reads the session is not part of it: readers come and go while it runs
+    and after it ended alike, and a session nobody reads is *lingering*
+    (``SessionRun.lingering_since``) whatever its state.
+    """
+
+    #: Made, its task not started: there is nothing to read or to stop yet.
+    OPENED = enum.auto()
+    #: The pipeline runs, or is being stopped (``SessionRun._stop`` says with what).
+    RUNNING = enum.auto()
+    #: The terminal event is emitted; the task waits until a reader is sent it.
+    ENDED = enum.auto()
+    #: A reader was sent the terminal event: the task ends by itself, with its outcome, and
+    #: nobody cancels it.
+    DELIVERED = enum.auto()
+    #: Nobody can read it any more: its owner closes it now, not at the end of its window.
+    ABANDONED = enum.auto()
+    #: Settled: its task is stopped or over and it has left the live set.
+    CLOSED = enum.auto()
+
+
+#: The states each state may move to; anything else is a bug (``SessionStateError``).
+_NEXT: Final[Mapping[SessionState, frozenset[SessionState]]] = {
+    SessionState.OPENED: frozenset({SessionState.RUNNING, SessionState.CLOSED}),
+    SessionState.RUNNING: frozenset(
+        {SessionState.ENDED, SessionState.ABANDONED, SessionState.CLOSED}
+    ),
+    SessionState.ENDED: frozenset(
+        {SessionState.DELIVERED, SessionState.ABANDONED, SessionState.CLOSED}
+    ),
+    SessionState.DELIVERED: frozenset({SessionState.CLOSED}),
+    SessionState.ABANDONED: frozenset({SessionState.CLOSED}),
+    SessionState.CLOSED: frozenset(),
+}
+
+#: For the checks made for every frame: a module global is read at once, where an enum
+#: member is looked up on its class each time.
+_CLOSED: Final = SessionState.CLOSED
+
+
+class SessionStateError(RuntimeError):
+    """A transition ``_NEXT`` does not allow: the session's bookkeeping is wrong."""
+
+
 class SessionRun:
     """Owns the pipeline task, the frames and the reader of one session."""
 
@@ -157,29 +207,47 @@ class SessionRun:
         self._send_buffer_bytes = send_buffer_bytes
         self._slow_reader_s = slow_reader_s
         self._buffer = ReplayBuffer(replay_bytes)
+        self._state = SessionState.OPENED
         self._new_frames = asyncio.Event()  # a frame was added, or the reader was replaced
-        self._changed = asyncio.Event()  # a reader came or went, or the task ended
-        self._delivered = asyncio.Event()  # a reader was sent the terminal event
+        # The state changed, a reader came or went, or the task ended: what the owner (and
+        # the task, for its delivery) waits on.
+        self._changed = asyncio.Event()
         self._progress = asyncio.Event()  # the reader was sent frames, or came or went
+        # Who reads is the readers' side, not the lifecycle: it changes with every
+        # connection, in any state.
         self._reader: _Reader | None = None
         #: A reader on another replica (the shared store's mirror reports it).
         self._remote_reader = False
-        self._mirror = None if store is None else SessionMirror(store, self, capped=capped)
         self._reader_left_at: float | None = None
+        #: A client has an id to come back with (only then is there a window to wait).
         self._sent_any = False
+        self._mirror = None if store is None else SessionMirror(store, self, capped=capped)
         self._terminal_seq: int | None = None
         self._first_phase_seq: int | None = None
+        #: Why the task was told to end with an error event; read by the task when the
+        #: cancellation lands, whatever the state is by then.
         self._stop: _StopReason | None = None
-        self._abandoned = False
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: RequestScope | None = None
-        self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _enter(self, state: SessionState) -> None:
+        """Move to ``state``, waking whoever waits on the lifecycle. An unlisted transition
+        raises: it would let two owners end the session, or none."""
+        if state not in _NEXT[self._state]:
+            raise SessionStateError(f"a session cannot go from {self._state.name} to {state.name}")
+        self._state = state
+        self._changed.set()
+
     def start(self) -> None:
         """Start the pipeline task in the caller's context (it inherits the request span)."""
-        if self._task is None:
+        if self._state is SessionState.OPENED:
+            self._enter(SessionState.RUNNING)
             self.trace = self._telemetry.current_trace()
             self._task = asyncio.create_task(self._run(), name=f"fit-check {self.session_id}")
             self._task.add_done_callback(lambda _task: self._changed.set())
@@ -189,7 +257,7 @@ class SessionRun:
     @property
     def finished(self) -> bool:
         """Settled, or about to be: nothing more can be read from it."""
-        return self._closed or (self._task is not None and self._task.done())
+        return self._state is _CLOSED or (self._task is not None and self._task.done())
 
     @property
     def ended(self) -> bool:
@@ -227,11 +295,15 @@ class SessionRun:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         try:
-            while self._task is not None and not self._task.done() and not self._abandoned:
+            while (
+                self._task is not None
+                and not self._task.done()
+                and self._state is not SessionState.ABANDONED
+            ):
                 remaining: float | None = None
                 # A reader that got the terminal event leaves a task about to end by itself
                 # (with its outcome): wait for that, never cancel it.
-                if not self._has_reader and not self._delivered.is_set():
+                if not self._has_reader and self._state is not SessionState.DELIVERED:
                     if not self._sent_any:
                         break  # the client never got an id: nobody can come back for it
                     if deadline is None:
@@ -254,10 +326,10 @@ class SessionRun:
     def abandon(self) -> None:
         """Nobody can read this session any more (its client asked for frames already
         dropped, or lingering sessions are over their allowance): it ends now instead of
-        at the end of its resume window."""
-        if not self._has_reader:
-            self._abandoned = True
-            self._changed.set()
+        at the end of its resume window. One whose reader was sent the terminal event is
+        left to end by itself, with its outcome."""
+        if not self._has_reader and SessionState.ABANDONED in _NEXT[self._state]:
+            self._enter(SessionState.ABANDONED)
 
     def shut_down(self) -> None:
         """The instance is draining: a running pipeline ends with ``SHUTTING_DOWN`` (sent to
@@ -280,9 +352,9 @@ class SessionRun:
 
     async def close(self) -> None:
         """Stop the task if it still runs, wait for it (bounded), leave the live set."""
-        if self._closed:
+        if self._state is _CLOSED:
             return
-        self._closed = True
+        self._enter(_CLOSED)
         try:
             task = self._task
             if task is not None and not task.done():
@@ -339,8 +411,9 @@ class SessionRun:
         """What the store says of a reader on another replica: none (``None``), read up to
         a sequence number, or sent the terminal event (``delivered``)."""
         if state == DELIVERED:
-            self._delivered.set()
-            self._changed.set()
+            # Said again at every renewal; and it settles only a session waiting for it.
+            if self._state is SessionState.ENDED:
+                self._enter(SessionState.DELIVERED)
             return
         reading = state is not None and state.isdigit()
         if reading and state is not None:
@@ -422,7 +495,7 @@ class SessionRun:
         buffer.sent_through(reader.position)  # what this reader has not had is kept for it
         prefix = self._retry_frame
         try:
-            while self._reader is reader and not self._closed:
+            while self._reader is reader and self._state is not _CLOSED:
                 if reader.flush and writer is not None:
                     reader.flush = False
                     await writer.flush()
@@ -453,7 +526,10 @@ class SessionRun:
                     buffer.sent_through(position)
                     self._progress.set()
                 if self._terminal_seq is not None and position > self._terminal_seq:
-                    self._delivered.set()
+                    # Unless the owner settled it meanwhile (abandoned, closed): then the
+                    # owner ends the task.
+                    if self._state is SessionState.ENDED:
+                        self._enter(SessionState.DELIVERED)
                     # The request's span ends with the stream's last frame: let the task
                     # record the outcome on it first.
                     if self._task is not None and not self._task.done():
@@ -490,6 +566,9 @@ class SessionRun:
         buffer.append(bounded_frame(event, event_id(self.key, seq, terminal=terminal)))
         if terminal:
             self._terminal_seq = seq
+            # A session abandoned or closed while its pipeline finished stays so.
+            if self._state is SessionState.RUNNING:
+                self._enter(SessionState.ENDED)
         elif self._first_phase_seq is None and event.type == "phase":
             self._first_phase_seq = seq
         reader = self._reader
@@ -513,7 +592,7 @@ class SessionRun:
         callback: no wake-up of the reader's task. The reader's task is woken instead when
         it has to act: the terminal frame, a write refused, or one that has to wait."""
         reader.straight_due = False
-        if self._reader is not reader or not reader.parked or self._closed:
+        if self._reader is not reader or not reader.parked or self._state is _CLOSED:
             return  # gone, or awake: the reader sends what there is
         try:
             batch = self._buffer.since(reader.position)
@@ -564,7 +643,9 @@ class SessionRun:
             self(terminal)
             # Settled once a reader got it; if nobody does, the owner cancels this wait
             # when the resume window ends, and the request counts as cancelled.
-            await self._delivered.wait()
+            while self._state is not SessionState.DELIVERED:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def _pipeline_outcome(self, scope: RequestScope) -> Event | None:
         """Run the pipeline; None on success, else the ``error`` event to send."""

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, cast
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from app.pipeline.event_ids import parse_last_event_id
 from app.pipeline.events import Event, PhaseEvent, PipelineError, ResponseEvent
 from app.pipeline.live_sessions import LiveSessions, SessionLimitReached
 from app.pipeline.phases import EventSink
-from app.pipeline.session import Pipeline, SessionRun
-from otel.facade import Telemetry
+from app.pipeline.session import Pipeline, SessionRun, SessionState, WriteOutcome
+from app.store.redis_log import SessionStore
+from otel.facade import Telemetry, TraceRef
 from otel.testing import CapturedTelemetry, captured_telemetry
+from tests.app.api.test_direct_write import Bursts, Paced, Writer, sequence_numbers
 from tests.fakes import counting_providers
 from tests.helpers import LiveClientFactory, wait_until
 
@@ -75,8 +80,10 @@ def session_run(
 
 
 def lines_of(json_log: io.StringIO) -> list[dict[str, Any]]:
-    """The JSON log lines written so far."""
-    return [json.loads(text) for text in json_log.getvalue().splitlines()]
+    """The service's own JSON log lines written so far (not a library's: an exporter an
+    earlier test left retrying may still log)."""
+    lines = [json.loads(text) for text in json_log.getvalue().splitlines()]
+    return [line for line in lines if line["logger"].startswith("fit_check.")]
 
 
 @pytest.fixture
@@ -101,6 +108,7 @@ async def test_resumable_only_after_events_it_sent_and_not_after_the_end(
     reader = run.frames(after=None)
     first = await anext(reader)
     assert first.startswith(b"retry: 1000\r\n\r\nid: AAAAAAAAAAAAAAAA.0\r\n")
+    assert data_of(first, "session") == {"session_id": "s-1", "trace_id": None}
     await pipeline.finish()
     rest = b"".join([frame async for frame in reader])
     terminal = rest.split(b"\r\n")[-5]
@@ -184,6 +192,8 @@ async def test_a_reader_that_takes_nothing_ends_the_session_with_slow_reader(
     rest = b"".join([frame async for frame in reader])  # the client reads again, late
     await run.linger()
     assert data_of(rest, "error")["code"] == "SLOW_READER"
+    warnings = [line["message"] for line in lines_of(json_log) if line["level"] == "WARNING"]
+    assert warnings == ["Reader took no frames for 0.2s; stopping the session"]
     (completed,) = [line for line in lines_of(json_log) if line["message"] == "Request completed"]
     assert (completed["status"], completed["reason"]) == ("cancelled", "slow_reader")
     assert captured.value("fit_check.requests", status="cancelled") == 1
@@ -595,3 +605,359 @@ async def test_a_session_read_to_its_end_counts_its_own_outcome_with_no_window()
     await run.linger()
     assert captured.value("fit_check.requests", status="success") == 1
     assert captured.value("fit_check.requests", status="cancelled") == 0
+
+
+# --- the shared store's side (what ``SessionMirror`` reads and reports) ----------------
+
+
+def lingering_since(run: SessionRun) -> float | None:
+    """Read anew (a call: a type checker keeps no earlier answer for it)."""
+    return run.lingering_since
+
+
+async def test_a_reader_on_another_replica_holds_the_session_as_a_local_one_does() -> None:
+    run, pipeline, _ = stepped_run(resume_window_s=30)
+    run.start()
+    await pipeline.step(run, expected_next=2)  # the session event (0) and a phase (1)
+    assert lingering_since(run) is None  # nobody was sent anything: nothing to wait for
+    run.remote_reader("1")  # a replica's reader was sent the frames before 1
+    assert run._buffer.unsent_bytes == len(b"".join(run.frames_from(1) or []))
+    run.abandon()  # it is read, elsewhere: not abandoned
+    assert (run.state, run.streaming) == (SessionState.RUNNING, True)
+    await asyncio.sleep(0.01)
+    reading_until = time.monotonic()
+    run.remote_reader(None)  # it left
+    since = lingering_since(run)
+    assert since is not None and reading_until <= since <= time.monotonic()
+    assert not run.streaming
+    run.remote_reader("not a sequence number")  # not a reader either
+    assert lingering_since(run) == since
+    run.remote_reader("2")  # it came back, there
+    assert lingering_since(run) is None and run._buffer.unsent_bytes == 0
+    await run.close()
+    assert not run.streaming  # over: not counted against the cap any more
+
+
+async def test_a_reader_here_keeps_its_frames_whatever_a_replica_reads() -> None:
+    run, pipeline, _ = stepped_run(resume_window_s=30)
+    run.start()
+    await pipeline.step(run, expected_next=2)
+    reader = run.frames(after=None)
+    await anext(reader)  # sent, not yet known to be taken
+    unsent = run._buffer.unsent_bytes
+    run.remote_reader("2")
+    assert run._buffer.unsent_bytes == unsent > 0
+    run.remote_reader(None)  # the replica's reader left; this one still reads
+    assert lingering_since(run) is None
+    await reader.aclose()
+    await run.close()
+
+
+async def test_a_stalled_reader_is_the_reason_its_session_is_counted_cancelled(
+    json_log: io.StringIO,
+) -> None:
+    run, pipeline, _ = stepped_run()
+    run.reader_stalled()  # before the request began: nothing to say it on
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)
+    await pipeline.running.wait()
+    run.reader_stalled()
+    await reader.aclose()
+    await run.linger()
+    (completed,) = [line for line in lines_of(json_log) if line["message"] == "Request completed"]
+    assert (completed["status"], completed["reason"]) == ("cancelled", "slow_reader")
+
+
+async def test_a_stall_after_another_stop_keeps_the_first_reason(json_log: io.StringIO) -> None:
+    run, pipeline, _ = stepped_run()
+    run.start()
+    await pipeline.running.wait()
+    run.shut_down()  # nobody reads: cancelled at once, for the shutdown
+    run.reader_stalled()
+    await run.linger()
+    (completed,) = [line for line in lines_of(json_log) if line["message"] == "Request completed"]
+    assert (completed["status"], completed["reason"]) == ("cancelled", "shutdown")
+
+
+async def test_what_the_mirror_reads_of_a_session() -> None:
+    run, pipeline, _ = stepped_run()
+    assert (run.traceparent, run.terminal_seq, run.first_seq) == (None, None, 0)
+    run.trace = TraceRef("1" * 32, f"00-{'1' * 32}-{'2' * 16}-01")
+    assert run.traceparent == f"00-{'1' * 32}-{'2' * 16}-01"
+    run.start()
+    reader = run.frames(after=None)
+    first = await anext(reader)
+    assert first.removeprefix(b"retry: 1000\r\n\r\n") == b"".join(run.frames_from(0) or [])
+    await pipeline.finish()
+    await wait_until(lambda: run.terminal_seq is not None)
+    assert run.terminal_seq == 1 and run.frames_from(2) == []
+    await reader.aclose()
+    await run.close()
+
+
+async def test_only_the_sessions_own_task_may_stop_it_from_inside() -> None:
+    run, _, _ = stepped_run()
+    run.start()
+    with pytest.raises(RuntimeError, match=r"^only the session's own task stops itself$"):
+        await run._stop_self(("SLOW_READER", "", "slow_reader"))
+    assert run._stop is None  # and this task is not cancelled either
+    await run.close()
+
+
+async def test_a_reconnect_at_the_edges_is_told_future_ok_or_gone() -> None:
+    run, pipeline, _ = stepped_run()
+    run.start()
+    await pipeline.step(run, expected_next=2)  # the session event (0) and a phase (1)
+    assert [run.resume_verdict(seq) for seq in (0, 1, 2)] == ["ok", "ok", "future"]
+    await pipeline.finish()
+    await wait_until(lambda: run.ended)  # the terminal event (2) waits for a reader
+    assert [run.resume_verdict(seq) for seq in (1, 2, 3)] == ["ok", "gone", "gone"]
+    await run.close()
+    assert run.resume_verdict(0) == "gone"
+
+
+async def test_nothing_is_written_straight_while_a_send_waits_for_the_connection() -> None:
+    """A straight write that has to wait is finished by the reader's task; a frame made
+    meanwhile waits for that task too, instead of going out beside the unfinished one."""
+
+    class Slow(Writer):
+        def __init__(self) -> None:
+            super().__init__(lambda n: "started" if n % 2 == 0 else "written")
+            self.waiting = False
+            self.overlaps = 0
+
+        def write_now(self, frame: bytes) -> WriteOutcome:
+            self.overlaps += self.waiting
+            outcome = super().write_now(frame)
+            self.waiting = outcome == "started"
+            return outcome
+
+        async def flush(self) -> None:
+            await asyncio.sleep(0.005)  # the connection takes its time
+            self.waiting = False
+            await super().flush()
+
+    run = session_run(Paced(30), captured_telemetry().runtime.telemetry)
+    writer = Slow()
+    run.start()
+    frames = [frame async for frame in run.frames(writer=writer)]
+    await run.linger()
+    assert writer.flushes > 0 and writer.overlaps == 0
+    seqs = sequence_numbers(b"".join([frames[0], *writer.written, *frames[1:]]))
+    assert sorted(seqs) == list(range(33))  # the session event, the phase, 30 chunks, the end
+
+
+async def test_two_frames_made_at_once_are_written_straight_together() -> None:
+    run = session_run(Bursts(bursts=3, count=2), captured_telemetry().runtime.telemetry)
+    writer = Writer(lambda _n: "written")
+    run.start()
+    frames = [frame async for frame in run.frames(writer=writer)]
+    await run.linger()
+    assert writer.written and {len(sequence_numbers(w)) for w in writer.written} == {2}
+    assert sequence_numbers(b"".join([frames[0], *writer.written, *frames[1:]])) == list(range(8))
+
+
+async def test_a_writer_that_fails_leaves_its_frames_to_the_reader(json_log: io.StringIO) -> None:
+    class Broken(Writer):
+        def write_now(self, frame: bytes) -> WriteOutcome:
+            raise RuntimeError("a bug in the writer")
+
+    run = session_run(Paced(3, gap_s=0.001), captured_telemetry().runtime.telemetry)
+    run.start()
+    frames = b"".join([frame async for frame in run.frames(writer=Broken(lambda _n: "written"))])
+    await run.linger()
+    assert sequence_numbers(frames) == list(range(6))  # the session, the phase, 3, the end
+    errors = [line["message"] for line in lines_of(json_log) if line["level"] == "ERROR"]
+    assert errors and set(errors) == {"Writing frames straight to the reader failed"}
+
+
+class RecordingStore(SessionStore):
+    """The shared store, as the session's mirror uses it: writes and renewals recorded,
+    ``reader`` what a renewal reports of a reader on another replica. No Redis."""
+
+    def __init__(self) -> None:
+        self.lease_s = 0.15
+        self.reader: str | None = None
+        self.written: list[tuple[str, int, int | None]] = []  # key, frames, terminal
+        self.renewals: list[tuple[str, bool]] = []  # key, capped
+
+    def untraced(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def write(
+        self,
+        stream_key: str,
+        frames: list[tuple[int, bytes]],
+        *,
+        terminal_seq: int | None,
+        first_seq: int,
+        opening: tuple[str, str | None] | None = None,
+    ) -> None:
+        self.written.append((stream_key, len(frames), terminal_seq))
+
+    async def renew(
+        self, stream_key: str, *, first_seq: int, streaming: bool, capped: bool
+    ) -> str | None:
+        self.renewals.append((stream_key, capped))
+        return self.reader
+
+    async def reader_state(self, stream_key: str) -> str | None:
+        return self.reader
+
+    async def abandon(self, stream_key: str) -> None:
+        raise AssertionError("a session that ended with its terminal frame is not abandoned")
+
+
+async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_elsewhere() -> None:
+    store = RecordingStore()
+    pipeline = SteppedPipeline()
+    captured = captured_telemetry()
+    run = SessionRun(
+        key="EEEEEEEEEEEEEEEE",
+        session_id="s-shared",
+        query="q",
+        include_thoughts=False,
+        pipeline=pipeline,
+        telemetry=captured.runtime.telemetry,
+        timeout_s=30,
+        resume_window_s=30,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=lambda _run: None,
+        store=store,
+    )
+    run.start()
+    await pipeline.step(run, expected_next=2)
+    await wait_until(lambda: sum(frames for _, frames, _ in store.written) == 2)
+    store.reader = "1"  # a replica's reader reads it...
+    await wait_until(lambda: run._remote_reader)
+    store.reader = None  # ...and leaves: nobody reads it now, anywhere
+    await wait_until(lambda: lingering_since(run) is not None)
+    await pipeline.finish()
+    await wait_until(lambda: store.written[-1][2] == 2)  # the terminal frame is copied
+    store.reader = "delivered"  # and a replica's reader was sent it
+    await wait_until(lambda: run.state is SessionState.DELIVERED)
+    await run.linger()
+    assert {key for key, _, _ in store.written} == {"EEEEEEEEEEEEEEEE"}
+    assert set(store.renewals) == {("EEEEEEEEEEEEEEEE", False)}  # not capped unless told
+    assert captured.value("fit_check.requests", status="success") == 1
+
+
+async def test_the_pipeline_is_run_as_asked_and_the_complete_event_says_what_it_cost() -> None:
+    class Costly:
+        asked: tuple[str, bool] | None = None
+
+        async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
+            self.asked = (query, include_thoughts)
+            scope = cast(SessionRun, emit)._scope
+            assert scope is not None
+            scope.cost.add(0.0000014)  # priced calls: rounded to the micro-dollar
+            scope.cost.add(None)  # and one the price list does not know
+
+    pipeline = Costly()
+    run = SessionRun(
+        key="FFFFFFFFFFFFFFFF",
+        session_id="s-cost",
+        query="what it costs",
+        include_thoughts=True,
+        pipeline=pipeline,
+        telemetry=captured_telemetry().runtime.telemetry,
+        timeout_s=30,
+        resume_window_s=0,
+        replay_bytes=4096,
+        retry_ms=1000,
+        on_closed=lambda _run: None,
+    )
+    run.start()
+    frames = b"".join([frame async for frame in run.frames(after=None)])
+    await run.linger()
+    assert pipeline.asked == ("what it costs", True)
+    complete = data_of(frames, "complete")
+    assert (complete["cost_usd"], complete["unpriced_calls"]) == (0.000001, 1)
+
+
+async def test_no_reader_elsewhere_is_no_news() -> None:
+    """The store says so at every renewal: it neither restarts the wait for the client
+    nor counts as a reader leaving."""
+    run, _, _ = stepped_run(resume_window_s=30)
+    run.start()
+    reader = run.frames(after=None)
+    await anext(reader)
+    await reader.aclose()
+    since = lingering_since(run)
+    await asyncio.sleep(0.01)
+    run.remote_reader(None)
+    assert since is not None and lingering_since(run) == since
+    await run.close()
+
+
+async def test_the_session_event_names_the_trace_the_session_was_opened_in() -> None:
+    run, pipeline, _ = stepped_run()
+    with TracerProvider().get_tracer("test").start_as_current_span("request") as span:
+        run.start()  # as the opening request does, inside its server span
+    context = span.get_span_context()
+    trace_id = format(context.trace_id, "032x")
+    assert run.traceparent == f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"
+    reader = run.frames(after=None)
+    assert data_of(await anext(reader), "session") == {"session_id": "s-2", "trace_id": trace_id}
+    await pipeline.finish()
+    assert data_of(b"".join([f async for f in reader]), "complete")["trace_id"] == trace_id
+    await run.linger()
+
+
+async def test_nothing_is_written_straight_while_the_reader_sends_a_frame_itself() -> None:
+    """The reader's task may still be sending what it took (its connection's send can
+    wait): frames made meanwhile go to it, not around it."""
+    sending = False
+
+    class Watching(Writer):
+        overlaps = 0
+
+        def write_now(self, frame: bytes) -> WriteOutcome:
+            self.overlaps += sending
+            return super().write_now(frame)
+
+    run = session_run(Paced(20, gap_s=0.005), captured_telemetry().runtime.telemetry)
+    writer = Watching(lambda _n: "written")
+    run.start()
+    await wait_until(lambda: run.held_bytes > 0)  # a frame is there for the reader at once
+    wait_s = 0.03  # the first send takes its time; chunks are made meanwhile
+    async for _frame in run.frames(writer=writer):
+        sending = True
+        await asyncio.sleep(wait_s)
+        sending, wait_s = False, 0
+    await run.linger()
+    assert writer.written and writer.overlaps == 0
+
+
+async def test_frames_whose_straight_write_waited_count_as_sent_once_it_is_done() -> None:
+    """Otherwise they would hold the send allowance: the producer would wait for room
+    that never comes, and the session would end as if its reader were slow."""
+    captured = captured_telemetry()
+    run = flooded_run(Flooding(chunks=60), captured, slow_reader_s=2)
+    writer = Writer(lambda _n: "started")  # every straight write waits for the connection
+    run.start()
+    frames = b"".join([frame async for frame in run.frames(after=None, writer=writer)])
+    await run.linger()
+    assert writer.flushes > 0
+    assert b"event: complete" in frames
+    assert captured.value("fit_check.requests", status="success") == 1
+
+
+async def test_a_reconnect_for_frames_already_dropped_gets_none_and_the_log_says_why(
+    json_log: io.StringIO,
+) -> None:
+    run = flooded_run(Flooding(chunks=40), captured_telemetry())
+    run.start()
+    reader = run.frames(after=None)
+    taken = b""
+    while taken.count(b"event: response") < 10:
+        taken += await anext(reader)
+    await anext(reader)  # and the frames before are marked sent: they may go
+    assert run.first_seq > 1
+    assert [frame async for frame in run.frames(after=0)] == []  # it replaced the reader
+    warnings = [line["message"] for line in lines_of(json_log) if line["level"] == "WARNING"]
+    assert warnings == ["Reader asked for frames no longer kept; ending its stream"]
+    await reader.aclose()
+    await run.close()
