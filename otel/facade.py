@@ -157,8 +157,9 @@ class Pricing(Protocol):
 
 
 @dataclass(slots=True)
-class RequestScope:
-    """What the facade needs to know about one request while it runs."""
+class AnalysisRecord:
+    """What the facade needs to know about one analysis (a session's pipeline run) while it
+    runs: its outcome, cost and end, which the session fills in."""
 
     started: float
     outcome: RequestStatus = "success"
@@ -411,43 +412,44 @@ class Telemetry:
         return TraceRef(trace_id, f"00-{trace_id}-{span_context.span_id:016x}-{flags:02x}")
 
     @contextmanager
-    def request(self, session_id: str, *, query_length: int) -> Iterator[RequestScope]:
-        """One streamed request: binds the session id, counts and times the outcome."""
-        scope = RequestScope(started=time.perf_counter())
+    def analysis(self, session_id: str, *, query_length: int) -> Iterator[AnalysisRecord]:
+        """One session's analysis (its pipeline run, the spec's "request"): binds the session
+        id, counts and times the outcome."""
+        record = AnalysisRecord(started=time.perf_counter())
         token = bind_session(session_id)
         span = trace.get_current_span()
         span.set_attribute(SESSION_ID_ATTRIBUTE, session_id)
         log.info("Request started", extra={"query_length": query_length})
         try:
-            with _summing(scope.cost):
-                yield scope
+            with _summing(record.cost):
+                yield record
         except asyncio.CancelledError:
-            scope.outcome = CANCELLED
-            scope.cancel_reason = scope.cancel_reason or "client_gone"
+            record.outcome = CANCELLED
+            record.cancel_reason = record.cancel_reason or "client_gone"
             raise
         except BaseException:
-            scope.outcome = "error"
+            record.outcome = "error"
             raise
         finally:
             try:
-                self._request_ended(span, scope)
+                self._analysis_ended(span, record)
             finally:
                 context.detach(token)
 
-    def _request_ended(self, span: Span, scope: RequestScope) -> None:
+    def _analysis_ended(self, span: Span, record: AnalysisRecord) -> None:
         ended = time.perf_counter()
-        if scope.outcome == CANCELLED and scope.stream_ended is not None:
-            ended = scope.stream_ended
-        duration = ended - scope.started
-        span.set_attribute(OUTCOME_ATTRIBUTE, scope.outcome)
-        scope.cost.annotate(span)
-        extra: dict[str, object] = {"status": scope.outcome, "duration_ms": int(duration * 1000)}
-        if scope.outcome != "success":
-            span.set_status(Status(StatusCode.ERROR, scope.outcome))
-        if scope.outcome == CANCELLED and scope.cancel_reason:
-            span.set_attribute(CANCEL_REASON_ATTRIBUTE, scope.cancel_reason)
-            extra["reason"] = scope.cancel_reason
-        self._instruments.requests.add(1, {"status": scope.outcome})
+        if record.outcome == CANCELLED and record.stream_ended is not None:
+            ended = record.stream_ended
+        duration = ended - record.started
+        span.set_attribute(OUTCOME_ATTRIBUTE, record.outcome)
+        record.cost.annotate(span)
+        extra: dict[str, object] = {"status": record.outcome, "duration_ms": int(duration * 1000)}
+        if record.outcome != "success":
+            span.set_status(Status(StatusCode.ERROR, record.outcome))
+        if record.outcome == CANCELLED and record.cancel_reason:
+            span.set_attribute(CANCEL_REASON_ATTRIBUTE, record.cancel_reason)
+            extra["reason"] = record.cancel_reason
+        self._instruments.requests.add(1, {"status": record.outcome})
         self._instruments.request_duration.record(duration)
         log.info("Request completed", extra=extra)
 
@@ -497,11 +499,11 @@ class Telemetry:
         finally:
             context.detach(token)
 
-    def first_event(self, scope: RequestScope) -> None:
+    def first_event(self, record: AnalysisRecord) -> None:
         """Record time to first event once per request (the first phase the client sees)."""
-        if not scope.first_event_seen:
-            scope.first_event_seen = True
-            self._instruments.first_event.record(time.perf_counter() - scope.started)
+        if not record.first_event_seen:
+            record.first_event_seen = True
+            self._instruments.first_event.record(time.perf_counter() - record.started)
 
     # --- spans: one policy ------------------------------------------------------------
     @contextmanager

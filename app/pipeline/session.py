@@ -46,7 +46,7 @@ from app.pipeline.mirror import SessionMirror
 from app.pipeline.phases import EventSink
 from app.pipeline.replay import ReplayBuffer
 from app.store.redis_log import DELIVERED, SessionStore
-from otel.facade import CancelReason, RequestScope, Telemetry, TraceRef
+from otel.facade import AnalysisRecord, CancelReason, Telemetry, TraceRef
 
 log = logging.getLogger("fit_check.session")
 
@@ -229,7 +229,7 @@ class SessionRun:
         self._stop: _StopReason | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scope: RequestScope | None = None
+        self._analysis: AnalysisRecord | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     @property
@@ -346,9 +346,9 @@ class SessionRun:
     def reader_stalled(self) -> None:
         """The reader's connection stopped taking frames (a send timed out): if nobody
         comes back, the session is counted as ended by a slow reader."""
-        scope = self._scope
-        if scope is not None and scope.cancel_reason is None:
-            scope.cancel_reason = "slow_reader"
+        analysis = self._analysis
+        if analysis is not None and analysis.cancel_reason is None:
+            analysis.cancel_reason = "slow_reader"
 
     async def close(self) -> None:
         """Stop the task if it still runs, wait for it (bounded), leave the live set."""
@@ -374,11 +374,11 @@ class SessionRun:
             log.error("Session task did not stop within %ss", self._close_timeout_s)
 
     def _cancel(self, task: asyncio.Task[None], reason: CancelReason) -> None:
-        scope = self._scope
-        if scope is not None:
-            scope.cancel_reason = scope.cancel_reason or reason
-            if scope.stream_ended is None:
-                scope.stream_ended = time.perf_counter()
+        analysis = self._analysis
+        if analysis is not None:
+            analysis.cancel_reason = analysis.cancel_reason or reason
+            if analysis.stream_ended is None:
+                analysis.stream_ended = time.perf_counter()
         task.cancel()
 
     # --- the shared store's side (``MirroredSession``) ------------------------------------
@@ -539,18 +539,18 @@ class SessionRun:
             if self._reader is reader:
                 self._reader = None
                 self._reader_left_at = time.monotonic()
-                if self._scope is not None:
-                    self._scope.stream_ended = time.perf_counter()
+                if self._analysis is not None:
+                    self._analysis.stream_ended = time.perf_counter()
                 self._changed.set()
                 self._progress.set()
 
     def _note_sent(self, position: int) -> None:
         self._sent_any = True
-        if self._scope is not None:
-            self._scope.stream_ended = None
+        if self._analysis is not None:
+            self._analysis.stream_ended = None
             first_phase = self._first_phase_seq
             if first_phase is not None and position > first_phase:
-                self._telemetry.first_event(self._scope)
+                self._telemetry.first_event(self._analysis)
 
     def _trace_id(self) -> str | None:
         return None if self.trace is None else self.trace.trace_id
@@ -621,14 +621,14 @@ class SessionRun:
 
     async def _run(self) -> None:
         started = time.perf_counter()
-        with self._telemetry.request(self.session_id, query_length=len(self._query)) as scope:
-            self._scope = scope
+        with self._telemetry.analysis(self.session_id, query_length=len(self._query)) as analysis:
+            self._analysis = analysis
             self(
                 Event(
                     "session", SessionEvent(session_id=self.session_id, trace_id=self._trace_id())
                 )
             )
-            terminal = await self._pipeline_outcome(scope)
+            terminal = await self._pipeline_outcome(analysis)
             if terminal is None:
                 terminal = Event(
                     "complete",
@@ -636,8 +636,8 @@ class SessionRun:
                         duration_ms=int((time.perf_counter() - started) * 1000),
                         session_id=self.session_id,
                         trace_id=self._trace_id(),
-                        cost_usd=round(scope.cost.cost_usd, 6),
-                        unpriced_calls=scope.cost.unpriced_calls,
+                        cost_usd=round(analysis.cost.cost_usd, 6),
+                        unpriced_calls=analysis.cost.unpriced_calls,
                     ),
                 )
             self(terminal)
@@ -647,7 +647,7 @@ class SessionRun:
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def _pipeline_outcome(self, scope: RequestScope) -> Event | None:
+    async def _pipeline_outcome(self, analysis: AnalysisRecord) -> Event | None:
         """Run the pipeline; None on success, else the ``error`` event to send."""
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -659,23 +659,23 @@ class SessionRun:
                 raise
             task.uncancel()
             code, message, reason = stop
-            scope.outcome = "cancelled"
-            scope.cancel_reason = reason
+            analysis.outcome = "cancelled"
+            analysis.cancel_reason = reason
             if reason == "shutdown":
                 log.warning("Request stopped: the instance is shutting down")
             return _error(code, message)
         except TimeoutError:
-            scope.outcome = "timeout"
+            analysis.outcome = "timeout"
             log.warning("Request timed out", extra={"timeout_s": self._timeout_s})
             return _error("TIMEOUT", f"The analysis took longer than {self._timeout_s:g}s")
         except PipelineError as exc:
-            scope.outcome = "error"
+            analysis.outcome = "error"
             # Code and message in the line itself: a text log shows no extras. The message
             # is our own words (PipelineError never carries a provider's text).
             log.warning("Request failed: %s: %s", exc.code, exc.message, extra={"code": exc.code})
             return _error(exc.code, exc.message)
         except Exception:
-            scope.outcome = "error"
+            analysis.outcome = "error"
             log.exception("Pipeline crashed")
             return _error("AGENT_ERROR", "The analysis failed unexpectedly")
         return None

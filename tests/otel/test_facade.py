@@ -38,7 +38,7 @@ async def run_request(captured: CapturedTelemetry, seconds: float, *, cancel: bo
     with provider.get_tracer("test").start_as_current_span(ROOT):
 
         async def body() -> None:
-            with telemetry.request("facade-1", query_length=6) as scope:
+            with telemetry.analysis("facade-1", query_length=6) as scope:
                 telemetry.first_event(scope)
                 telemetry.first_event(scope)  # not a first any more
                 await asyncio.sleep(10 if cancel else seconds)

@@ -370,7 +370,7 @@ async def test_the_task_is_named_after_its_session() -> None:
 async def test_shutting_down_before_the_task_ran_cancels_it_quietly() -> None:
     run, _, captured = stepped_run()
     run.start()
-    run.shut_down()  # the task has not run a step yet: no request scope exists
+    run.shut_down()  # the task has not run a step yet: no analysis record exists
     await wait_until(lambda: run.finished)
     await run.close()
     assert captured.value("fit_check.requests", status="success") == 0
@@ -850,10 +850,10 @@ async def test_the_pipeline_is_run_as_asked_and_the_complete_event_says_what_it_
 
         async def run(self, query: str, emit: EventSink, *, include_thoughts: bool) -> None:
             self.asked = (query, include_thoughts)
-            scope = cast(SessionRun, emit)._scope
-            assert scope is not None
-            scope.cost.add(0.0000014)  # priced calls: rounded to the micro-dollar
-            scope.cost.add(None)  # and one the price list does not know
+            analysis = cast(SessionRun, emit)._analysis
+            assert analysis is not None
+            analysis.cost.add(0.0000014)  # priced calls: rounded to the micro-dollar
+            analysis.cost.add(None)  # and one the price list does not know
 
     pipeline = Costly()
     run = SessionRun(
