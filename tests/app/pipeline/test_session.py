@@ -61,13 +61,16 @@ def session_run(
     close_timeout_s: float = 5.0,
     timeout_s: float = 30,
     on_closed: Callable[[SessionRun], None] = lambda _run: None,
+    include_thoughts: bool = False,
+    store: SessionStore | None = None,
 ) -> SessionRun:
     """A session with small test sizes (4 KiB of replay, a 30 s timeout)."""
     return SessionRun(
         key=key,
         session_id=session_id,
         query=query,
-        include_thoughts=False,
+        include_thoughts=include_thoughts,
+        store=store,
         pipeline=pipeline,
         telemetry=telemetry,
         timeout_s=timeout_s,
@@ -323,7 +326,10 @@ async def test_a_cancelled_request_lasts_until_its_client_left_not_its_window(
 
 
 def stepped_run(
-    *, resume_window_s: float = 0, close_timeout_s: float = 5.0
+    *,
+    resume_window_s: float = 0,
+    close_timeout_s: float = 5.0,
+    on_closed: Callable[[SessionRun], None] = lambda _run: None,
 ) -> tuple[SessionRun, SteppedPipeline, CapturedTelemetry]:
     pipeline = SteppedPipeline()
     captured = captured_telemetry()
@@ -335,6 +341,7 @@ def stepped_run(
         query="four",
         resume_window_s=resume_window_s,
         close_timeout_s=close_timeout_s,
+        on_closed=on_closed,
     )
     return run, pipeline, captured
 
@@ -813,18 +820,12 @@ async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_els
     store = RecordingStore()
     pipeline = SteppedPipeline()
     captured = captured_telemetry()
-    run = SessionRun(
+    run = session_run(
+        pipeline,
+        captured.runtime.telemetry,
         key="EEEEEEEEEEEEEEEE",
         session_id="s-shared",
-        query="q",
-        include_thoughts=False,
-        pipeline=pipeline,
-        telemetry=captured.runtime.telemetry,
-        timeout_s=30,
         resume_window_s=30,
-        replay_bytes=4096,
-        retry_ms=1000,
-        on_closed=lambda _run: None,
         store=store,
     )
     run.start()
@@ -856,18 +857,13 @@ async def test_the_pipeline_is_run_as_asked_and_the_complete_event_says_what_it_
             analysis.cost.add(None)  # and one the price list does not know
 
     pipeline = Costly()
-    run = SessionRun(
+    run = session_run(
+        pipeline,
+        captured_telemetry().runtime.telemetry,
         key="FFFFFFFFFFFFFFFF",
         session_id="s-cost",
         query="what it costs",
         include_thoughts=True,
-        pipeline=pipeline,
-        telemetry=captured_telemetry().runtime.telemetry,
-        timeout_s=30,
-        resume_window_s=0,
-        replay_bytes=4096,
-        retry_ms=1000,
-        on_closed=lambda _run: None,
     )
     run.start()
     frames = b"".join([frame async for frame in run.frames(after=None)])

@@ -8,8 +8,8 @@ import itertools
 import pytest
 
 from app.pipeline.session import _NEXT, SessionRun, SessionState, SessionStateError
-from otel.testing import CapturedTelemetry, captured_telemetry
-from tests.app.pipeline.test_session import SteppedPipeline, session_run
+from otel.testing import CapturedTelemetry
+from tests.app.pipeline.test_session import SteppedPipeline, stepped_run
 from tests.helpers import wait_until
 
 OPENED, RUNNING, ENDED, DELIVERED, ABANDONED, CLOSED = SessionState
@@ -23,15 +23,10 @@ def state(run: SessionRun) -> SessionState:
 def stepped(
     *, resume_window_s: float = 30, closed: list[SessionRun] | None = None
 ) -> tuple[SessionRun, SteppedPipeline, CapturedTelemetry]:
-    pipeline = SteppedPipeline()
-    captured = captured_telemetry()
-    run = session_run(
-        pipeline,
-        captured.runtime.telemetry,
+    return stepped_run(
         resume_window_s=resume_window_s,
         on_closed=(closed if closed is not None else []).append,
     )
-    return run, pipeline, captured
 
 
 def test_every_state_has_its_successors_and_a_closed_session_has_none() -> None:
