@@ -143,8 +143,9 @@ class OpenAIChat:
 async def _read_the_end(received: AsyncIterator[bytes]) -> None:
     """After ``[DONE]``, the body's last bytes (a blank line, the chunked terminator): read,
     the connection goes back to the pool; left unread, httpcore closes it, and the next
-    call pays a new connection (and TLS handshake). A server that keeps sending, or stalls
-    after ``[DONE]``, is not waited for: the answer is complete and its connection closed."""
+    call pays a new connection (and TLS handshake). A server that keeps sending, stalls or
+    breaks the connection after ``[DONE]`` is not waited for and fails nothing: the answer
+    is complete, and its connection is closed."""
     left = _END_BYTES
     try:
         async with asyncio.timeout(_END_WAIT_S):
@@ -152,7 +153,7 @@ async def _read_the_end(received: AsyncIterator[bytes]) -> None:
                 left -= len(data)
                 if left < 0:
                     return
-    except TimeoutError:
+    except (TimeoutError, httpx.HTTPError):
         return
 
 

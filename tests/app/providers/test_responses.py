@@ -4,6 +4,7 @@ whose pauses every stream in flight waits through."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Awaitable, Callable
@@ -95,3 +96,29 @@ async def test_a_server_slow_to_end_after_done_is_not_waited_for(
 
 def request_of(text: str) -> LLMRequest:
     return LLMRequest(task="t", messages=(Message("user", text),))
+
+
+async def test_a_connection_broken_after_done_fails_nothing() -> None:
+    """A server that closes the connection after ``[DONE]`` without ending the chunked
+    body: the answer was complete, so the call is too."""
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"done"}}]}\n\ndata: [DONE]\n\n'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        )
+        await writer.drain()
+        writer.close()  # no terminating chunk
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    llm = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", model="m", timeout_s=5)
+    try:
+        parts = [part async for part in llm.stream(request_of("hello"), LLMCallScope())]
+    finally:
+        await llm.aclose()
+        server.close()
+        await server.wait_closed()
+    assert parts == ["done"]
