@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -169,4 +171,14 @@ def llm_spans(h: Harness) -> list[ReadableSpan]:
         s
         for s in h.telemetry.finished_spans()
         if s.kind == SpanKind.CLIENT and s.name.startswith("chat ")
+    ]
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Errors the server (uvicorn) and the service logged; not those of exporters that
+    earlier tests left retrying their dead endpoints on threads of their own."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith(("uvicorn", "fit_check"))
     ]

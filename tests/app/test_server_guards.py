@@ -25,7 +25,14 @@ from app.host_names import HostAllowList
 from app.http_server import DrainingServer, server_config
 from app.uvicorn_protocol import LINGER_S
 from tests.fakes import counting_providers
-from tests.helpers import HarnessFactory, LiveServer, LiveServerFactory, parse_sse, wait_until
+from tests.helpers import (
+    HarnessFactory,
+    LiveServer,
+    LiveServerFactory,
+    errors_logged,
+    parse_sse,
+    wait_until,
+)
 
 STREAM = "/api/fit-check/stream"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -59,16 +66,6 @@ async def refusal(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, Any]]:
     assert headers[b"connection"] == b"close"
     assert await asyncio.wait_for(reader.read(), 10) == b""
     return status, json.loads(body)
-
-
-def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Errors the server (uvicorn) and the service logged; not those of exporters that
-    earlier tests left retrying their dead endpoints on threads of their own."""
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno >= logging.ERROR and r.name.startswith(("uvicorn", "fit_check"))
-    ]
 
 
 async def trickle_headers(writer: asyncio.StreamWriter, total: int, piece: int) -> None:
