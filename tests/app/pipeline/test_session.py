@@ -601,14 +601,16 @@ async def test_each_failure_ends_with_its_event_its_line_and_its_count(
 
 
 async def test_a_session_read_to_its_end_counts_its_own_outcome_with_no_window() -> None:
-    """The task is still to wake from "delivered" when its reader is done: lingering then
-    waits for it instead of cancelling it (which counted every such session cancelled)."""
+    """The reader's stream (and its span) ends once the task, woken from "delivered", has
+    counted the outcome; lingering never cancels that task (which counted every such
+    session cancelled)."""
     run, pipeline, captured = stepped_run(resume_window_s=0)
     run.start()
     reader = run.frames(after=None)
     await anext(reader)
     await pipeline.finish()
     assert b"event: complete" in b"".join([frame async for frame in reader])
+    assert captured.value("fit_check.requests", status="success") == 1
     await run.linger()
     assert captured.value("fit_check.requests", status="success") == 1
     assert captured.value("fit_check.requests", status="cancelled") == 0
