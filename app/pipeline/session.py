@@ -24,6 +24,7 @@ has one root for the whole session, and a reconnect's server span joins it as a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -78,21 +79,19 @@ class FrameWriter(Protocol):
         ...
 
 
+@dataclasses.dataclass(slots=True)
 class _Reader:
     """The current reader of a session: how far it has been sent, and whether it waits
     for frames with nothing to send (``parked``: the next frame may then be written
     straight to its connection by the task that makes it)."""
 
-    __slots__ = ("flush", "parked", "position", "straight_due", "writer")
-
-    def __init__(self, position: int, writer: FrameWriter | None) -> None:
-        self.position = position
-        self.writer = writer
-        self.parked = False
-        #: Frames wait to be written straight at the end of this loop iteration.
-        self.straight_due = False
-        #: A frame written straight waits for the connection: the reader's task finishes it.
-        self.flush = False
+    position: int
+    writer: FrameWriter | None
+    parked: bool = False
+    #: Frames wait to be written straight at the end of this loop iteration.
+    straight_due: bool = False
+    #: A frame written straight waits for the connection: the reader's task finishes it.
+    flush: bool = False
 
 
 #: Whether a reconnect whose last event was ``seq`` can read on: ``gone`` (the session is

@@ -847,6 +847,63 @@ async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_els
     assert captured.value("fit_check.requests", status="success") == 1
 
 
+class SilentStore(RecordingStore):
+    """A shared store that stops answering writes (until ``answer``), as Redis does when its
+    network goes quiet; it records the sessions given up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.answering = asyncio.Event()
+        self.abandoned: list[str] = []
+
+    async def write(
+        self,
+        stream_key: str,
+        frames: list[tuple[int, bytes]],
+        *,
+        terminal_seq: int | None,
+        first_seq: int,
+        opening: tuple[str, str | None] | None = None,
+    ) -> None:
+        self.writing.set()
+        await self.answering.wait()
+
+    async def abandon(self, stream_key: str) -> None:
+        self.abandoned.append(stream_key)
+
+
+def silent_store_run(store: SilentStore, close_timeout_s: float) -> SessionRun:
+    telemetry = captured_telemetry().runtime.telemetry
+    run = session_run(SteppedPipeline(), telemetry, store=store, close_timeout_s=close_timeout_s)
+    run.start()
+    return run
+
+
+async def test_closing_waits_for_a_silent_store_for_its_timeout_only() -> None:
+    store = SilentStore()
+    run = silent_store_run(store, close_timeout_s=0.2)
+    await store.writing.wait()
+    async with asyncio.timeout(5):
+        await run.close()
+    assert run.state is SessionState.CLOSED
+
+
+async def test_a_cancelled_closer_still_tells_the_store_the_session_is_given_up() -> None:
+    """The request closing a session may itself be cancelled: the store still hears that
+    the session ended without its terminal frame, so its lease and slot are freed now,
+    not when the lease runs out."""
+    store = SilentStore()
+    run = silent_store_run(store, close_timeout_s=5)
+    await store.writing.wait()
+    async with anyio.create_task_group() as group:  # as the server's response runs it
+        group.start_soon(run.close)
+        await wait_until(lambda: run._mirror is not None and run._mirror._stopping)
+        group.cancel_scope.cancel()
+        store.answering.set()
+    assert store.abandoned == [run.key]
+
+
 async def test_the_pipeline_is_run_as_asked_and_the_complete_event_says_what_it_cost() -> None:
     class Costly:
         asked: tuple[str, bool] | None = None
