@@ -408,11 +408,13 @@ async def test_a_session_whose_client_never_got_an_event_closes_without_a_window
     assert (completed["status"], completed["reason"]) == ("cancelled", "client_gone")
 
 
-async def test_closing_a_session_that_never_started_just_frees_it() -> None:
+async def test_a_session_that_never_started_is_shut_down_as_nothing_and_closed_freed() -> None:
     closed: list[SessionRun] = []
     run = session_run(
         SteppedPipeline(), captured_telemetry().runtime.telemetry, on_closed=closed.append
     )
+    run.shut_down()  # draining while it opens: there is no task to stop yet
+    assert run.state is SessionState.OPENED
     await run.close()
     assert closed == [run] and run.finished
 
