@@ -784,14 +784,19 @@ async def test_a_writer_that_fails_leaves_its_frames_to_the_reader(json_log: io.
 
 
 class RecordingStore(SessionStore):
-    """The shared store, as the session's mirror uses it: writes and renewals recorded,
-    ``reader`` what a renewal reports of a reader on another replica. No Redis."""
+    """The shared store, as the session's mirror uses it: writes, renewals and sessions
+    given up recorded, ``reader`` what a renewal reports of a reader on another replica.
+    No Redis. With ``answering`` given, writes hang until it is set, as Redis does when its
+    network goes quiet."""
 
-    def __init__(self) -> None:
+    def __init__(self, answering: asyncio.Event | None = None) -> None:
         self.lease_s = 0.15
         self.reader: str | None = None
+        self.answering = answering
+        self.writing = asyncio.Event()
         self.written: list[tuple[str, int, int | None]] = []  # key, frames, terminal
         self.renewals: list[tuple[str, bool]] = []  # key, capped
+        self.abandoned: list[str] = []
 
     def untraced(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -805,6 +810,9 @@ class RecordingStore(SessionStore):
         first_seq: int,
         opening: tuple[str, str | None] | None = None,
     ) -> None:
+        self.writing.set()
+        if self.answering is not None:
+            await self.answering.wait()
         self.written.append((stream_key, len(frames), terminal_seq))
 
     async def renew(
@@ -817,7 +825,7 @@ class RecordingStore(SessionStore):
         return self.reader
 
     async def abandon(self, stream_key: str) -> None:
-        raise AssertionError("a session that ended with its terminal frame is not abandoned")
+        self.abandoned.append(stream_key)
 
 
 async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_elsewhere() -> None:
@@ -847,35 +855,10 @@ async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_els
     assert {key for key, _, _ in store.written} == {"EEEEEEEEEEEEEEEE"}
     assert set(store.renewals) == {("EEEEEEEEEEEEEEEE", False)}  # not capped unless told
     assert captured.value("fit_check.requests", status="success") == 1
+    assert store.abandoned == []  # it ended with its terminal frame
 
 
-class SilentStore(RecordingStore):
-    """A shared store that stops answering writes (until ``answer``), as Redis does when its
-    network goes quiet; it records the sessions given up."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writing = asyncio.Event()
-        self.answering = asyncio.Event()
-        self.abandoned: list[str] = []
-
-    async def write(
-        self,
-        stream_key: str,
-        frames: list[tuple[int, bytes]],
-        *,
-        terminal_seq: int | None,
-        first_seq: int,
-        opening: tuple[str, str | None] | None = None,
-    ) -> None:
-        self.writing.set()
-        await self.answering.wait()
-
-    async def abandon(self, stream_key: str) -> None:
-        self.abandoned.append(stream_key)
-
-
-def silent_store_run(store: SilentStore, close_timeout_s: float) -> SessionRun:
+def silent_store_run(store: RecordingStore, close_timeout_s: float) -> SessionRun:
     telemetry = captured_telemetry().runtime.telemetry
     run = session_run(SteppedPipeline(), telemetry, store=store, close_timeout_s=close_timeout_s)
     run.start()
@@ -883,7 +866,7 @@ def silent_store_run(store: SilentStore, close_timeout_s: float) -> SessionRun:
 
 
 async def test_closing_waits_for_a_silent_store_for_its_timeout_only() -> None:
-    store = SilentStore()
+    store = RecordingStore(answering=asyncio.Event())
     run = silent_store_run(store, close_timeout_s=0.2)
     await store.writing.wait()
     async with asyncio.timeout(5):
@@ -895,14 +878,15 @@ async def test_a_cancelled_closer_still_tells_the_store_the_session_is_given_up(
     """The request closing a session may itself be cancelled: the store still hears that
     the session ended without its terminal frame, so its lease and slot are freed now,
     not when the lease runs out."""
-    store = SilentStore()
+    answering = asyncio.Event()
+    store = RecordingStore(answering)
     run = silent_store_run(store, close_timeout_s=5)
     await store.writing.wait()
     async with anyio.create_task_group() as group:  # as the server's response runs it
         group.start_soon(run.close)
         await wait_until(lambda: run._mirror is not None and run._mirror._stopping)
         group.cancel_scope.cancel()
-        store.answering.set()
+        answering.set()
     assert store.abandoned == [run.key]
 
 
