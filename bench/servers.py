@@ -120,6 +120,11 @@ class Server:
         return float("nan")
 
 
+#: Every stream of a benchmark comes from one address: the per-client share (a guard
+#: against one client holding the cap) would refuse the load it is to measure.
+LOAD_FROM_ONE_ADDRESS = {"FIT_CHECK_MAX_SESSIONS_PER_CLIENT": "100000"}
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """What to start: the service (``fit-check serve``) or the peer, with its environment."""
@@ -133,7 +138,11 @@ def _start(name: str, spec: ServerSpec, port: int, log_dir: Path) -> Server:
         command = [str(BIN / "python"), "-m", "bench.peer_app"]
     else:
         command = [str(BIN / "fit-check"), "serve"]
-    defaults = {"FIT_CHECK_LATENCY_MS": "0", "PYTHONPATH": str(ROOT)}  # PYTHONPATH: bench.*
+    defaults = {
+        "FIT_CHECK_LATENCY_MS": "0",
+        "PYTHONPATH": str(ROOT),  # bench.*
+        **LOAD_FROM_ONE_ADDRESS,
+    }
     full_env = clean_env(**{**defaults, **spec.env, "HOST": "127.0.0.1", "PORT": str(port)})
     with (log_dir / f"{name}.log").open("ab") as log:
         # cwd is the log dir, not the repo: a developer's .env there must not change a variant.

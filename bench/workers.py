@@ -18,9 +18,14 @@ import time
 from pathlib import Path
 
 from bench.load import percentile, run_load, streams
-from bench.servers import BIN, clean_env, free_port, stop, wait_http
+from bench.servers import BIN, LOAD_FROM_ONE_ADDRESS, clean_env, free_port, stop, wait_http
 
-ENV = {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "OTEL_SDK_DISABLED": "false"}
+ENV = {
+    "LOG_FORMAT": "json",
+    "LOG_LEVEL": "INFO",
+    "OTEL_SDK_DISABLED": "false",
+    **LOAD_FROM_ONE_ADDRESS,
+}
 
 
 def start(workers: int, log_dir: Path, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
