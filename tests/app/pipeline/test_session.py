@@ -330,6 +330,7 @@ def stepped_run(
     resume_window_s: float = 0,
     close_timeout_s: float = 5.0,
     on_closed: Callable[[SessionRun], None] = lambda _run: None,
+    store: SessionStore | None = None,
 ) -> tuple[SessionRun, SteppedPipeline, CapturedTelemetry]:
     pipeline = SteppedPipeline()
     captured = captured_telemetry()
@@ -342,6 +343,7 @@ def stepped_run(
         resume_window_s=resume_window_s,
         close_timeout_s=close_timeout_s,
         on_closed=on_closed,
+        store=store,
     )
     return run, pipeline, captured
 
@@ -830,16 +832,7 @@ class RecordingStore(SessionStore):
 
 async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_elsewhere() -> None:
     store = RecordingStore()
-    pipeline = SteppedPipeline()
-    captured = captured_telemetry()
-    run = session_run(
-        pipeline,
-        captured.runtime.telemetry,
-        key="EEEEEEEEEEEEEEEE",
-        session_id="s-shared",
-        resume_window_s=30,
-        store=store,
-    )
+    run, pipeline, captured = stepped_run(resume_window_s=30, store=store)
     run.start()
     await pipeline.step(run, expected_next=2)
     await wait_until(lambda: sum(frames for _, frames, _ in store.written) == 2)
@@ -852,8 +845,8 @@ async def test_a_session_with_a_store_copies_its_frames_and_hears_of_readers_els
     store.reader = "delivered"  # and a replica's reader was sent it
     await wait_until(lambda: run.state is SessionState.DELIVERED)
     await run.linger()
-    assert {key for key, _, _ in store.written} == {"EEEEEEEEEEEEEEEE"}
-    assert set(store.renewals) == {("EEEEEEEEEEEEEEEE", False)}  # not capped unless told
+    assert {key for key, _, _ in store.written} == {run.key}
+    assert set(store.renewals) == {(run.key, False)}  # not capped unless told
     assert captured.value("fit_check.requests", status="success") == 1
     assert store.abandoned == []  # it ended with its terminal frame
 
